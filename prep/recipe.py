@@ -1,0 +1,191 @@
+"""Recipes: which domains to build from which sources, as TOML files or built-in names.
+
+A recipe file looks like::
+
+    seed = 42
+    block_size = 512
+    split_salt = "moe-shards-split-v1"
+
+    [domains.code]
+    source = "json"
+    data_files = ["code/*.jsonl.zst"]   # relative paths resolve against the recipe file
+    text_field = "content"
+    size_mb = 10
+
+Built-in recipes live in ``prep/recipes/<name>.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from shards.format import check_domain_name
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+DEFAULT_RECIPE = "sample"
+DEFAULT_SPLIT_SALT = "moe-shards-split-v1"
+SOURCES = ("hf", "json", "parquet", "text", "mathqa", "stdlib", "pydoc", "synthetic-math")
+GROUPS = ("wikitext",)
+
+# Per-domain character filters when a recipe gives none, by domain name (else "default").
+DEFAULT_CHAR_LIMITS: dict[str, tuple[int, int]] = {
+    "code": (100, 10000),
+    "math": (1, 10000),
+    "prose": (200, 10000),
+    "default": (1, 10000),
+}
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass
+class DomainConfig:
+    """One `[domains.<name>]` table, with defaults resolved."""
+
+    name: str
+    source: str
+    dataset: str | None = None  # hf: Hub id
+    config: str | None = None  # hf: dataset config name
+    split: str = "train"  # hf: split to stream
+    data_dir: str | None = None  # hf: data_dir (e.g. "python" for starcoderdata)
+    revision: str | None = None  # hf: git revision to pin
+    data_files: list[str] = field(default_factory=list)  # json/parquet/text: paths or globs
+    path: str | None = None  # mathqa: ZIP path or URL; stdlib/pydoc: optional root override
+    text_field: str = "text"
+    group: str | None = None  # "wikitext": regroup line rows into articles
+    size_mb: float | None = None  # budget in MB (1e6 bytes) of UTF-8 formatted text
+    size_tokens: int | None = None  # budget in tokens (EOT included), instead of or with size_mb
+    min_chars: int | None = None
+    max_chars: int | None = None
+    eval_fraction: float | None = None
+    shuffle_buffer: int | None = None
+    synthetic_docs: int = 3000  # synthetic-math: how many problems the generator makes
+
+    def resolved(self, *, size_mb: float, eval_fraction: float) -> DomainConfig:
+        lo, hi = DEFAULT_CHAR_LIMITS.get(self.name, DEFAULT_CHAR_LIMITS["default"])
+        out = DomainConfig(**asdict(self))
+        out.size_mb = self.size_mb if self.size_mb is not None else size_mb
+        out.min_chars = self.min_chars if self.min_chars is not None else lo
+        out.max_chars = self.max_chars if self.max_chars is not None else hi
+        out.eval_fraction = self.eval_fraction if self.eval_fraction is not None else eval_fraction
+        if out.shuffle_buffer is None:
+            out.shuffle_buffer = max(1000, int(out.size_mb * 200))
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        where = f"[domains.{self.name}]"
+        if self.source not in SOURCES:
+            raise RecipeError(f"{where}: unknown source {self.source!r}; one of {', '.join(SOURCES)}")
+        if self.group is not None and self.group not in GROUPS:
+            raise RecipeError(f"{where}: unknown group {self.group!r}; one of {', '.join(GROUPS)}")
+        if self.source == "hf" and not self.dataset:
+            raise RecipeError(f"{where}: source 'hf' needs `dataset` (a Hub id)")
+        if self.source in ("json", "parquet", "text") and not self.data_files:
+            raise RecipeError(f"{where}: source {self.source!r} needs `data_files`")
+        if self.size_mb is not None and self.size_mb <= 0:
+            raise RecipeError(f"{where}: size_mb must be > 0")
+        if self.size_tokens is not None and self.size_tokens <= 0:
+            raise RecipeError(f"{where}: size_tokens must be > 0")
+        if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
+            raise RecipeError(f"{where}: eval_fraction must be in (0, 1)")
+        if self.shuffle_buffer is not None and self.shuffle_buffer < 1:
+            raise RecipeError(f"{where}: shuffle_buffer must be >= 1")
+        if (self.min_chars is not None and self.max_chars is not None
+                and self.min_chars > self.max_chars):
+            raise RecipeError(f"{where}: min_chars > max_chars")
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: str | None  # the TOML file, None for a recipe built in code
+    seed: int = 42
+    block_size: int = 512
+    split_salt: str = DEFAULT_SPLIT_SALT
+    domains: list[DomainConfig] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TOP_KEYS = {"seed", "block_size", "split_salt", "domains", "description"}
+_DOMAIN_KEYS = {f.name for f in fields(DomainConfig)} - {"name"}
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A recipe by built-in name or TOML path; relative data paths resolve against the file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        path = p
+    elif (RECIPES_DIR / f"{name_or_path}.toml").is_file():
+        path = RECIPES_DIR / f"{name_or_path}.toml"
+    else:
+        raise RecipeError(
+            f"recipe {name_or_path!r} is neither a TOML file nor a built-in recipe "
+            f"({', '.join(builtin_recipes())})"
+        )
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from e
+    return parse_recipe(raw, name=path.stem, path=path)
+
+
+def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe:
+    where = str(path) if path else name
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise RecipeError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
+                          f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+    tables = raw.get("domains")
+    if not isinstance(tables, dict) or not tables:
+        raise RecipeError(f"{where}: no [domains.<name>] tables")
+    base = path.parent if path else Path.cwd()
+    domains = []
+    for dname, table in tables.items():
+        try:
+            check_domain_name(dname)
+        except ValueError as e:
+            raise RecipeError(f"{where}: {e}") from e
+        if not isinstance(table, dict):
+            raise RecipeError(f"{where}: domains.{dname} must be a table")
+        bad = set(table) - _DOMAIN_KEYS
+        if bad:
+            raise RecipeError(f"{where}: [domains.{dname}] unknown key(s) {', '.join(sorted(bad))}; "
+                              f"allowed: {', '.join(sorted(_DOMAIN_KEYS))}")
+        if "source" not in table:
+            raise RecipeError(f"{where}: [domains.{dname}] needs `source` ({', '.join(SOURCES)})")
+        t = dict(table)
+        if isinstance(t.get("data_files"), str):
+            t["data_files"] = [t["data_files"]]
+        t["data_files"] = [_resolve(base, f) for f in t.get("data_files", [])]
+        if t.get("path") and "://" not in t["path"]:
+            t["path"] = _resolve(base, t["path"])
+        dc = DomainConfig(name=dname, **t)
+        dc.validate()
+        domains.append(dc)
+    return Recipe(
+        name=name,
+        path=str(path) if path else None,
+        seed=int(raw.get("seed", 42)),
+        block_size=int(raw.get("block_size", 512)),
+        split_salt=str(raw.get("split_salt", DEFAULT_SPLIT_SALT)),
+        domains=domains,
+    )
+
+
+def _resolve(base: Path, p: str) -> str:
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else (base / q))

@@ -1,0 +1,182 @@
+"""Writing the format of `shards.format`: token shards, document indexes, the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import zstandard
+
+from shards.format import (
+    DOC_INDEX_NAME,
+    MANIFEST_NAME,
+    TOKEN_BYTES,
+    DocIndexRecord,
+    FormatError,
+    Manifest,
+    ShardRecord,
+    SplitRecord,
+    shard_name,
+    split_dir,
+)
+
+
+@dataclass
+class DocEntry:
+    """One document handed to a SplitWriter: its token count (EOT included) and metadata."""
+
+    tokens: int
+    chars: int
+    nbytes: int
+    sha256: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+class SplitWriter:
+    """Appends token arrays to one (domain, split) stream, cutting shards of `shard_tokens`.
+
+    Files are written under ``work_root/<domain>/<split>/``; the records name them relative to
+    the dataset root, so `work_root` can be a temporary directory renamed into place later.
+    """
+
+    def __init__(self, work_root: Path, domain: str, split: str, shard_tokens: int,
+                 block_size: int, zstd_level: int = 10) -> None:
+        if shard_tokens <= 0 or shard_tokens % block_size:
+            raise FormatError(
+                f"shard_tokens={shard_tokens} must be a positive multiple of block_size="
+                f"{block_size}, so that no block straddles two shards"
+            )
+        self.rel_dir = split_dir(domain, split)
+        self.dir = Path(work_root) / self.rel_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_tokens = shard_tokens
+        self.block_size = block_size
+        self.shards: list[ShardRecord] = []
+        self.tokens = 0
+        self.docs = 0
+        self.bytes_text = 0
+        self._file: BinaryIO | None = None
+        self._hash: Any = None
+        self._in_shard = 0
+        self._index_path = self.dir / DOC_INDEX_NAME
+        self._index_raw = open(self._index_path, "wb")
+        self._index_hash = hashlib.sha256()
+        self._index = zstandard.ZstdCompressor(level=zstd_level).stream_writer(
+            _HashingWriter(self._index_raw, self._index_hash), closefd=False
+        )
+
+    # -------------------------------------------------------------------------- writing
+    def add(self, tokens: np.ndarray, docs: Sequence[DocEntry]) -> None:
+        """Append the concatenated tokens of `docs` (each ending in EOT), in order."""
+        if tokens.dtype != np.uint16:
+            raise TypeError(f"tokens must be uint16, got {tokens.dtype}")
+        if sum(d.tokens for d in docs) != len(tokens):
+            raise ValueError("the documents' token counts do not add up to the tokens given")
+        pos = self.tokens
+        lines = []
+        for d in docs:
+            lines.append(json.dumps({
+                "shard": pos // self.shard_tokens,
+                "offset": pos % self.shard_tokens,
+                "tokens": d.tokens,
+                "chars": d.chars,
+                "sha256": d.sha256,
+                "source": d.source,
+            }, ensure_ascii=False, separators=(",", ":")))
+            pos += d.tokens
+            self.bytes_text += d.nbytes
+        if lines:
+            self._index.write(("\n".join(lines) + "\n").encode("utf-8"))
+        self.docs += len(docs)
+        buf = tokens.astype("<u2", copy=False)
+        while len(buf):
+            if self._file is None:
+                self._open_shard()
+            take = min(len(buf), self.shard_tokens - self._in_shard)
+            chunk = buf[:take].tobytes()
+            self._file.write(chunk)
+            self._hash.update(chunk)
+            self._in_shard += take
+            self.tokens += take
+            buf = buf[take:]
+            if self._in_shard == self.shard_tokens:
+                self._close_shard()
+
+    def close(self) -> SplitRecord:
+        if self._file is not None:
+            self._close_shard()
+        self._index.close()
+        self._index_raw.flush()
+        os.fsync(self._index_raw.fileno())
+        self._index_raw.close()
+        return SplitRecord(
+            docs=self.docs,
+            tokens=self.tokens,
+            blocks=self.tokens // self.block_size,
+            bytes_text=self.bytes_text,
+            shards=self.shards,
+            doc_index=DocIndexRecord(
+                path=f"{self.rel_dir}/{DOC_INDEX_NAME}",
+                docs=self.docs,
+                bytes=self._index_path.stat().st_size,
+                sha256=self._index_hash.hexdigest(),
+            ),
+        )
+
+    def abort(self) -> None:
+        for f in (self._file, self._index_raw):
+            if f is not None and not f.closed:
+                f.close()
+
+    # -------------------------------------------------------------------------- shards
+    def _open_shard(self) -> None:
+        name = shard_name(len(self.shards))
+        self._file = open(self.dir / name, "wb")
+        self._hash = hashlib.sha256()
+        self._in_shard = 0
+
+    def _close_shard(self) -> None:
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        name = shard_name(len(self.shards))
+        self.shards.append(ShardRecord(
+            path=f"{self.rel_dir}/{name}",
+            tokens=self._in_shard,
+            bytes=self._in_shard * TOKEN_BYTES,
+            sha256=self._hash.hexdigest(),
+        ))
+        self._file = None
+
+
+class _HashingWriter:
+    """A file wrapper that hashes what is written through it (the compressed index bytes)."""
+
+    def __init__(self, f: BinaryIO, h: Any) -> None:
+        self._f, self._h = f, h
+
+    def write(self, b: bytes) -> int:
+        self._h.update(b)
+        return self._f.write(b)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Write ``root/manifest.json`` atomically: a temporary file, fsync, then rename."""
+    final = Path(root) / MANIFEST_NAME
+    tmp = final.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(manifest.to_json())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
