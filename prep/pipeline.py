@@ -28,7 +28,7 @@ import numpy as np
 from prep.progress import Reporter
 from prep.recipe import DomainConfig, Recipe, load_recipe
 from prep.shuffle import ShuffleBuffer
-from prep.sources import BadRecord, Document, SourceError, open_source
+from prep.sources import BadRecord, Document, open_source
 from prep.split import EVAL, TRAIN, assign_split
 from prep.tokenize import encode_batch, init_worker
 from shards.format import (

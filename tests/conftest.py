@@ -45,7 +45,7 @@ def jsonl_recipe(tmp_path: Path):
 
     def make(n_docs: int = 1000, dup_every: int = 0, **domain_keys) -> Path:
         domains = {}
-        for k, name in enumerate(("alpha", "beta")):
+        for _k, name in enumerate(("alpha", "beta")):
             rng = random.Random(f"{name}:{n_docs}")
             docs = [random_doc(rng) for _ in range(n_docs)]
             if dup_every:

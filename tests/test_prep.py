@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zstandard
 
 import prep.pipeline
@@ -76,7 +75,7 @@ def test_decoded_shards_reproduce_documents_exactly(tmp_path):
     enc = load_gpt2()
     m = manifest(out)["domains"]["prose"]
     seen = []
-    for split, rec in m["splits"].items():
+    for _split, rec in m["splits"].items():
         toks = split_tokens(out, rec)
         index = doc_index(out, rec["doc_index"]["path"])
         assert len(index) == rec["docs"]
@@ -120,7 +119,7 @@ def test_split_is_stable_across_seed_budget_and_workers(tmp_path, jsonl_recipe):
     runs = {
         "base": ["--workers", "2"],
         "seed": ["--workers", "2", "--seed", "99"],
-        "budget": ["--workers", "2", "--size-mb", "0.15"],
+        "budget": ["--workers", "2", "--size-mb", "0.15", "--min-eval-docs", "5"],
         "workers": ["--workers", "1", "--seed", "7"],
     }
     maps = {}
@@ -145,7 +144,7 @@ def test_no_eval_hash_in_train_and_duplicates_never_straddle(tmp_path, jsonl_rec
     assert run_prep("--recipe", str(jsonl_recipe(dup_every=3)), "--out", str(out)) == 0
     m = manifest(out)
     assert m["leakage_passed"] is True
-    for name, dom in m["domains"].items():
+    for _name, dom in m["domains"].items():
         train = {d["sha256"] for d in doc_index(out, dom["splits"]["train"]["doc_index"]["path"])}
         ev = [d["sha256"] for d in doc_index(out, dom["splits"]["eval"]["doc_index"]["path"])]
         assert not train & set(ev)
@@ -166,7 +165,8 @@ def test_size_budget_and_token_budget(tmp_path, jsonl_recipe):
         assert 200_000 <= kept < 200_000 + 2000  # stops at the document that crosses the budget
         assert dom["size_budget_bytes"] == 200_000
     out = tmp_path / "tok"
-    assert run_prep("--recipe", recipe, "--out", str(out), "--size-tokens", "30000") == 0
+    assert run_prep("--recipe", recipe, "--out", str(out), "--size-tokens", "30000",
+                    "--min-eval-docs", "5") == 0
     for dom in manifest(out)["domains"].values():
         tokens = dom["splits"]["train"]["tokens"] + dom["splits"]["eval"]["tokens"]
         assert 30_000 <= tokens < 30_000 + 400

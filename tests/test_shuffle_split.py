@@ -7,7 +7,7 @@ def test_shuffle_is_a_permutation_that_moves_items():
     out = list(ShuffleBuffer(1000, seed=7)(iter(items)))
     assert sorted(out) == items  # every item exactly once
     assert out != items  # not a silent no-op
-    moved = sum(a != b for a, b in zip(out, items))
+    moved = sum(a != b for a, b in zip(out, items, strict=False))
     assert moved > 4900
 
 
@@ -45,7 +45,7 @@ def test_split_is_a_pure_function_of_text_and_salt():
     assert other != splits  # the salt matters
     # a larger eval fraction only ever moves documents from train into eval
     wider = [assign_split(d, "salt-a", 0.10) for d in docs]
-    assert all(w == EVAL for s, w in zip(splits, wider) if s == EVAL)
+    assert all(w == EVAL for s, w in zip(splits, wider, strict=False) if s == EVAL)
     assert {TRAIN, EVAL} == set(splits)
 
 
