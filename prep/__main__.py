@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 
+# prep never needs torch; without this, `datasets` imports it (1-2 s and ~200 MB per run) to
+# check for DataLoader workers when a streaming dataset is created.
+os.environ.setdefault("USE_TORCH", "0")
+
 from prep.pipeline import PrepConfig, PrepError, run
 from prep.progress import make_reporter
 from prep.recipe import RecipeError, builtin_recipes

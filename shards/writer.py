@@ -99,7 +99,7 @@ class SplitWriter:
             if self._file is None:
                 self._open_shard()
             take = min(len(buf), self.shard_tokens - self._in_shard)
-            chunk = buf[:take].tobytes()
+            chunk = memoryview(buf[:take]).cast("B")
             self._file.write(chunk)
             self._hash.update(chunk)
             self._in_shard += take
