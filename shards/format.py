@@ -113,7 +113,7 @@ class CountsRecord:
 
     docs_seen: int = 0  # records read from the source (after grouping)
     bytes_seen: int = 0  # UTF-8 bytes of formatted documents read
-    docs_bad: int = 0  # unreadable records (bad JSON, missing field, bad bytes), skipped
+    docs_bad: int = 0  # records skipped as unreadable (missing text field, undecodable file)
     docs_empty: int = 0  # empty after formatting
     docs_too_short: int = 0  # fewer than min_chars characters
     docs_too_long: int = 0  # more than max_chars characters
