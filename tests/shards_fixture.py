@@ -1,0 +1,96 @@
+"""Build small datasets in the on-disk format for tests, through the real shard writer.
+
+    root = make_dataset(tmp_path, {"code": {"train": ["def f(): ...", ...], "eval": [...]}})
+
+A document is a text, or a (text, source) pair whose dict becomes its provenance. Documents
+are tokenized with `shards.tokenizer.encode_document` and written with `SplitWriter`; the
+manifest is filled in as `prep` would (counts, leakage by content hash) and written last.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tiktoken
+
+from shards.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CountsRecord,
+    DomainRecord,
+    LeakageRecord,
+    Manifest,
+    content_hash,
+)
+from shards.tokenizer import encode_document, load_gpt2, tokenizer_record
+from shards.writer import DocEntry, SplitWriter, write_manifest
+
+Doc = str | tuple[str, dict[str, Any]]
+
+
+@functools.cache
+def gpt2() -> tiktoken.Encoding:
+    return load_gpt2()
+
+
+def make_dataset(tmp_path: Path, docs_by_domain_split: Mapping[str, Mapping[str, Sequence[Doc]]],
+                 *, shard_tokens: int = 256, block_size: int = 16, name: str = "data",
+                 seed: int = 42) -> Path:
+    """Write `docs_by_domain_split` as a dataset under ``tmp_path/name``; returns its root."""
+    root = Path(tmp_path) / name
+    root.mkdir(parents=True, exist_ok=False)
+    enc = gpt2()
+    hashes = {(d, s): {content_hash(_text(x)) for x in docs}
+              for d, splits in docs_by_domain_split.items() for s, docs in splits.items()}
+    domains: dict[str, DomainRecord] = {}
+    for dname, splits in docs_by_domain_split.items():
+        records = {}
+        counts = CountsRecord()
+        for sname in ("train", "eval"):
+            writer = SplitWriter(root, dname, sname, shard_tokens, block_size)
+            for i, doc in enumerate(splits.get(sname, [])):
+                text, source = (doc, {"index": i}) if isinstance(doc, str) else doc
+                toks = encode_document(enc, text)
+                nbytes = len(text.encode("utf-8"))
+                writer.add(toks, [DocEntry(tokens=len(toks), chars=len(text), nbytes=nbytes,
+                                           sha256=content_hash(text), source=dict(source))])
+                counts.docs_seen += 1
+                counts.docs_kept += 1
+                counts.bytes_seen += nbytes
+                counts.bytes_kept += nbytes
+            records[sname] = writer.close()
+        train = hashes.get((dname, "train"), set())
+        leaks = len(hashes.get((dname, "eval"), set()) & train)
+        others = set().union(*(h for (d, _), h in hashes.items() if d != dname))
+        own = train | hashes.get((dname, "eval"), set())
+        domains[dname] = DomainRecord(
+            name=dname, source={"reader": "test-fixture"}, format_rules=["text as given"],
+            shuffle_buffer=1000, size_budget_bytes=None, token_budget=None,
+            budget_reached=False, min_chars=1, max_chars=10000, eval_fraction=0.1,
+            counts=counts,
+            leakage=LeakageRecord(eval_hashes_in_train=leaks,
+                                  cross_domain_duplicates=len(own & others), passed=leaks == 0),
+            splits=records,
+        )
+    manifest = Manifest(
+        format=FORMAT_NAME, format_version=FORMAT_VERSION,
+        recipe={"name": "fixture", "seed": seed, "block_size": block_size},
+        config={"argv": ["tests/shards_fixture.py"]}, seed=seed, split_salt="test-salt",
+        block_size=block_size, shard_tokens=shard_tokens, tokenizer=tokenizer_record(),
+        domains=domains, leakage_passed=all(d.leakage.passed for d in domains.values()),
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+def _text(doc: Doc) -> str:
+    return doc if isinstance(doc, str) else doc[0]
+
+
+def words_doc(rng: np.random.Generator, n_words: int, vocab: Sequence[str]) -> str:
+    """A document of `n_words` words drawn from `vocab` (seeded, for generated test data)."""
+    return " ".join(vocab[i] for i in rng.integers(0, len(vocab), n_words)) + "\n"

@@ -1,0 +1,117 @@
+"""`python -m shards inspect|sample` and the command line's help and errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from shards_fixture import make_dataset
+
+import shards
+from shards.__main__ import main
+from shards.sample import sample_documents
+
+CODE = {"train": [(f"def f{i}():\n    return {i}\n", {"repo_name": f"r{i}", "path": "a.py"})
+                  for i in range(40)],
+        "eval": [("x = 1\n", {"repo_name": "e", "path": "e.py"})]}
+PROSE = {"train": [f"Paragraph {i} of the prose." for i in range(12)],
+         "eval": ["Rain today.", "Sun tomorrow."]}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("cli"), {"code": CODE, "prose": PROSE},
+                        shard_tokens=64, block_size=16)
+
+
+def test_help_explains_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "shards", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for cmd in ("inspect", "verify", "sample", "audit"):
+        assert cmd in out
+    out = subprocess.run([sys.executable, "-m", "shards", "sample", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for flag in ("--domain", "--split", "-n", "--seed", "--max-chars", "--json"):
+        assert flag in out
+
+
+def test_inspect_table(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^recipe +fixture$", out, re.M)
+    assert re.search(r"^block_size +16$", out, re.M)
+    assert re.search(r"^code +train +40 +", out, re.M)
+    assert re.search(r"^prose +eval +2 +", out, re.M)
+    assert re.search(r"^code/train/shard_00000\.bin +64 +128 +[0-9a-f]{16}$", out, re.M)
+    assert "code/train/docs.jsonl.zst" in out
+
+
+def test_inspect_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(root), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    ds = shards.open(root)
+    assert info["config"]["fingerprint"] == ds.fingerprint
+    assert info["config"]["seed"] == 42 and info["config"]["shard_tokens"] == 64
+    code = info["domains"]["code"]
+    assert code["splits"]["train"]["docs"] == 40
+    assert code["eval_share"] == 1 / 41
+    assert code["docs_filtered"] == 0 and code["docs_deduplicated"] == 0
+    assert code["shuffle_buffer"] == 1000
+    assert [s["path"] for s in code["splits"]["train"]["shards"]] == [
+        s.path for s in ds.manifest.domains["code"].splits["train"].shards]
+
+
+def test_sample_is_reproducible(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sp = shards.open(root).split("code", "train")
+    a = [s.doc.index for s in sample_documents(sp, 5, seed=3)]
+    assert a == [s.doc.index for s in sample_documents(sp, 5, seed=3)]
+    assert a != [s.doc.index for s in sample_documents(sp, 5, seed=4)]
+    assert len(set(a)) == 5
+    assert sorted(s.doc.index for s in sample_documents(sp, 100, seed=0)) == list(range(40))
+    assert main(["sample", str(root), "--domain", "code", "-n", "5", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main(["sample", str(root), "--domain", "code", "-n", "5", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first
+    assert first.startswith("5 of 40 documents of code/train, seed 3")
+    k = a[0]
+    assert f"[1/5] document {k}: shard" in first
+    assert f'source: {{"repo_name": "r{k}", "path": "a.py"}}' in first
+    assert f"def f{k}():\n    return {k}\n" in first
+
+
+def test_sample_json_has_text_and_provenance(root: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", str(root), "--domain", "prose", "--split", "eval", "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert sorted(r["text"] for r in rows) == sorted(PROSE["eval"])
+    assert all(r["hash_ok"] and r["split"] == "eval" for r in rows)
+
+
+def test_errors_are_clear(root: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", str(root), "--domain", "math"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "no manifest here" in capsys.readouterr().err
+
+
+def test_every_command_on_the_sample_recipe(sample_dataset: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's commands on the real `prep` output of the `sample` recipe."""
+    assert main(["verify", str(sample_dataset)]) == 0
+    assert "OK: every check passed" in capsys.readouterr().out
+    assert main(["inspect", str(sample_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^recipe +sample$", out, re.M)
+    for d in ("code", "math", "prose"):
+        assert re.search(rf"^{d} +train +[0-9,]+ +", out, re.M)
+    assert main(["audit", str(sample_dataset), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["domains"]) == ["code", "math", "prose"]
+    assert report["domains"]["code"]["diversity"]["source_key"] == "path"
+    assert main(["sample", str(sample_dataset), "--domain", "prose", "-n", "3"]) == 0
+    assert "3 of " in capsys.readouterr().out
