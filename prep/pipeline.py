@@ -102,11 +102,15 @@ def run(cfg: PrepConfig, reporter: Reporter) -> Manifest:
     hashes: dict[str, dict[str, set[bytes]]] = {}
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     try:
-        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker,
-                                 initargs=(cfg.tokenizer_file,)) as pool:
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker,
+                                   initargs=(cfg.tokenizer_file,))
+        try:
             for dcfg in domains:
                 builder = DomainBuilder(dcfg, recipe, cfg, seed, block_size, work, pool, reporter)
                 records[dcfg.name], hashes[dcfg.name] = builder.build()
+        finally:
+            # on Ctrl-C or an error, drop queued batches instead of tokenizing them first
+            pool.shutdown(wait=True, cancel_futures=True)
         leakage_ok = _check_leakage(records, hashes)
         elapsed = time.perf_counter() - t0
         total_tokens = sum(s.tokens for r in records.values() for s in r.splits.values())
