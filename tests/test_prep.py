@@ -280,3 +280,17 @@ def test_sample_recipe_readme_command(sample_dataset):
                 assert (sample_dataset / s["path"]).stat().st_size == s["bytes"]
     assert m["domains"]["math"]["source"]["synthetic"] is True
     assert m["domains"]["code"]["counts"]["docs_kept"] > 300
+
+
+def test_huge_document_is_counted_and_skipped(tmp_path):
+    rng = __import__("random").Random(2)
+    docs = [random_doc(rng) for _ in range(800)]
+    docs.insert(400, "x" * 25_000_000)  # one 25 MB line: longer than a JSON read block
+    write_jsonl(tmp_path / "d.jsonl", docs)
+    recipe = write_recipe(tmp_path / "r.toml", {"prose": {
+        "source": "json", "data_files": ["d.jsonl"], "min_chars": 1}})
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--workers", "1") == 0
+    c = manifest(out)["domains"]["prose"]["counts"]
+    assert c["docs_too_long"] == 1 and c["docs_seen"] == 801
+    assert c["docs_kept"] == 800 and c["bytes_seen"] > 25_000_000
