@@ -1,0 +1,257 @@
+"""train/moe.py: the training loop on CPU, in-process and under torchrun (gloo DDP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shards_fixture import make_dataset, words_doc
+
+import shards
+from shards.format import Manifest
+from train import moe
+from train.checkpoint import load_checkpoint
+from train.data import EvalSet
+from train.model import GPT, GPTConfig
+
+REPO = Path(__file__).resolve().parents[1]
+VOCABS = {
+    "code": ["def", "x", "return", "(", ")", ":", "import", "self", "if", "for", "in", "="],
+    "math": ["1", "2", "+", "=", "solve", "x", "7", "*", "answer", "3", "/", "5"],
+    "prose": ["the", "cat", "sat", "on", "a", "mat", "and", "then", "slept", "well", "."],
+}
+# a very small model on a 16-token context; MoE in layer 1 with 4 experts
+SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
+         "--lr", "3e-3", "--n-experts", "4", "--moe-layers", "1", "--eval-batch-size", "8"]
+
+
+def _docs(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {d: {"train": [words_doc(rng, 50, v) for _ in range(30)],
+                "eval": [words_doc(rng, 50, v) for _ in range(4)]} for d, v in VOCABS.items()}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops run far faster on one thread (and the CI box may be busy); restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("loop"), _docs(0), shard_tokens=256,
+                        block_size=16)
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("loop2"), _docs(1), shard_tokens=256,
+                        block_size=16)
+
+
+def records(out: Path, kind: str) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def train(data: Path, out: Path, *extra: str) -> int:
+    return moe.main(["--data", str(data), "--out", str(out), *SMALL, *extra])
+
+
+def test_resume_gives_the_same_run(data, tmp_path):
+    # stop after step 2 of 8: router noise (annealed over steps 0-2) is still on at step 2,
+    # so the RNG states as well as the model, optimizer and sampler must survive the restart
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["--max-steps", "8", "--eval-every", "8", "--grad-accum", "2"]
+    assert train(data, straight, *common) == 0
+    assert train(data, split, *common, "--stop-after", "1") == 0
+    assert load_checkpoint(split / "ckpt.pt")["step"] == 1
+    assert records(split, "summary")[-1]["stop_reason"] == "stop-after 1"
+    assert train(data, split, *common, "--resume") == 0
+    a, b = records(straight, "train"), records(split, "train")
+    assert b[1]["router_noise"] > 0
+    assert [r["step"] for r in b] == list(range(1, 9))  # records past the checkpoint dropped
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["lm_loss"] == pytest.approx(rb["lm_loss"], abs=1e-6)
+        assert ra["lb_loss"] == pytest.approx(rb["lb_loss"], abs=1e-6)
+    ea, eb = records(straight, "eval")[-1], records(split, "eval")[-1]
+    assert ea["step"] == eb["step"] == 8
+    assert ea["loss_macro"] == pytest.approx(eb["loss_macro"], abs=1e-6)
+    assert len(records(split, "summary")) == 1
+
+
+def test_eval_and_train_records(data, tmp_path):
+    out = tmp_path / "run"
+    assert train(data, out, "--max-steps", "2", "--eval-every", "2") == 0
+    tr = records(out, "train")
+    assert [r["step"] for r in tr] == [1, 2]
+    assert tr[0]["lr"] == pytest.approx(1.5e-3) and tr[0]["router_noise"] == pytest.approx(0.1)
+    assert tr[0]["mfu"] is None  # CPU: no MFU
+    ev = records(out, "eval")[-1]
+    assert set(ev["loss"]) == {"code", "math", "prose"}
+    assert ev["loss_macro"] == pytest.approx(sum(ev["loss"].values()) / 3)
+    blocks = [sum((n - 1) // 16 for n in (s.tokens for s in _shard_records(data, d)))
+              for d in ("code", "math", "prose")]
+    assert list(ev["blocks"].values()) == blocks  # every eval block scored
+    (layer,) = ev["layers"]
+    assert layer["layer"] == 1
+    for fr in layer["fractions"].values():
+        assert len(fr) == 4 and sum(fr) == pytest.approx(1.0)
+    assert sum(layer["load"]) == pytest.approx(1.0)
+    assert layer["imbalance"] == pytest.approx(max(layer["load"]) / 0.25)
+    assert 0 < layer["entropy"] <= np.log(4) + 1e-6
+    ck = load_checkpoint(out / "ckpt.pt")
+    assert ck["step"] == 2 and ck["model_config"]["n_experts"] == 4
+    assert ck["sampler"]["world_size"] == 1 and ck["sampler"]["ranks"][0]["batches"] == 2
+
+
+def _shard_records(data: Path, domain: str):
+    return Manifest.load(data / "manifest.json").domains[domain].splits["eval"].shards
+
+
+def test_refuses_existing_checkpoint_and_mismatches(data, other_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(data, out, "--max-steps", "1", "--eval-every", "1") == 0
+    capsys.readouterr()
+    assert train(data, out, "--max-steps", "2") == 2
+    assert "holds a checkpoint (ckpt.pt); pass --resume" in capsys.readouterr().err
+    assert train(other_data, out, "--max-steps", "2", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "trained on a different dataset" in err and "original --data" in err
+    assert moe.main(["--data", str(data), "--out", str(out), *SMALL[:-2], "--n-experts", "2",
+                     "--moe-layers", "1", "--max-steps", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "different model config (n_experts: 4 in the checkpoint, 2 now)" in err
+    assert train(data, out, "--max-steps", "2", "--overwrite") == 0
+
+
+def test_dense_has_no_router(data, tmp_path):
+    out = tmp_path / "dense"
+    args = [a for a in SMALL if a not in ("--n-experts", "4", "--moe-layers", "1")]
+    assert moe.main(["--data", str(data), "--out", str(out), *args, "--experiment", "dense",
+                     "--max-steps", "2", "--eval-every", "2"]) == 0
+    ck = load_checkpoint(out / "ckpt.pt")
+    assert ck["model_config"]["n_experts"] == 0
+    assert not [k for k in ck["model"] if "router" in k or "expert" in k]
+    assert records(out, "eval")[-1]["layers"] == []
+    assert all(r["lb_loss"] == 0 and r["z_loss"] == 0 for r in records(out, "train"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    forward = GPT.forward
+
+    def poisoned(self, *a, **k):
+        out = forward(self, *a, **k)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 4:  # the 4th optimizer step (1 micro-batch per step)
+                out.lm_loss = out.lm_loss * float("nan")
+        return out
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    out = tmp_path / "nan"
+    assert train(data, out, "--max-steps", "6", "--eval-every", "2",
+                 "--eval-max-blocks", "2") == moe.EXIT_NONFINITE
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 2
+    summary = records(out, "summary")[-1]
+    assert summary["stop_reason"] == "non-finite loss at step 4"
+    assert summary["exit_code"] == moe.EXIT_NONFINITE
+    assert "non-finite loss at step 4" in records(out, "warning")[-1]["message"]
+
+
+def test_stop_on_collapse_reason_in_summary(data, tmp_path, monkeypatch):
+    real = moe.evaluate
+
+    def collapsed(*a, **k):
+        res = real(*a, **k)
+        for lay in res["layers"]:
+            lay.update(collapsed=True, top_expert=2, top_share=0.9)
+        return res
+
+    monkeypatch.setattr(moe, "evaluate", collapsed)
+    out = tmp_path / "collapse"
+    assert train(data, out, "--max-steps", "10", "--eval-every", "1", "--eval-max-blocks", "2",
+                 "--stop-on-collapse") == 0
+    summary = records(out, "summary")[-1]
+    assert summary["step"] == 3
+    assert summary["stop_reason"].startswith("collapse:") and "layer 1 expert 2 90%" in \
+        summary["stop_reason"]
+    assert len(records(out, "warning")) == 3
+
+
+def test_experiments_differ_only_where_they_should(tmp_path):
+    base = ["--data", "d", "--out", "o"]
+    cfgs = {e: moe.parse_args([*base, "--experiment", e]) for e in moe.EXPERIMENTS}
+    assert cfgs["dense"].overrides() == {"n_experts": 0, "top_k": 1, "lb_coef": 0.01}
+    a, b = cfgs["moe-top1"].overrides(), cfgs["moe-top1-nolb"].overrides()
+    assert {k for k in a if a[k] != b[k]} == {"lb_coef"} and b["lb_coef"] == 0.0
+    assert cfgs["moe-top2"].overrides()["top_k"] == 2
+    with pytest.raises(moe.TrainError, match="sets --top-k 1; drop --top-k 2"):
+        moe.parse_args([*base, "--experiment", "moe-top1", "--top-k", "2"])
+
+
+def test_help_explains_every_flag():
+    parser = moe.build_parser()
+    text = parser.format_help()
+    for action in parser._actions:
+        assert action.help, action.option_strings
+    for flag in ("--data", "--out", "--preset", "--max-steps", "--batch-size", "--grad-accum",
+                 "--lr", "--warmup", "--eval-every", "--seed", "--resume", "--compile",
+                 "--device", "--n-experts", "--top-k", "--moe-layers", "--lb-coef", "--z-coef",
+                 "--router-noise", "--init-from", "--domain-weights", "--block-size",
+                 "--stop-on-collapse", "--eval-max-blocks", "--experiment", "--overwrite"):
+        assert flag in text
+    assert "more than 60% of a MoE layer" in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_schedule_and_peaks():
+    cfg = moe.parse_args(["--data", "d", "--out", "o", "--max-steps", "100", "--warmup", "10",
+                          "--lr", "1e-3"])
+    assert moe.lr_at(0, cfg) == pytest.approx(1e-4)
+    assert moe.lr_at(9, cfg) == pytest.approx(1e-3)
+    assert moe.lr_at(55, cfg) == pytest.approx(0.55e-3)
+    assert moe.lr_at(100, cfg) == pytest.approx(1e-4)
+    assert moe.router_noise_at(0, cfg, 0.1) == pytest.approx(0.1)
+    assert moe.router_noise_at(10, cfg, 0.1) == pytest.approx(0.06)
+    assert moe.router_noise_at(25, cfg, 0.1) == 0.0
+    assert moe.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert moe.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert moe.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert moe.peak_flops("Tesla T4") is None
+
+
+def test_ddp_two_processes_gloo(data, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(REPO / "train" / "moe.py"), "--data", str(data), "--out", str(out),
+           *SMALL, "--max-steps", "3", "--eval-every", "3", "--device", "cpu"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3]  # rank 0 alone writes
+    summary = records(out, "summary")[-1]
+    assert summary["world_size"] == 2 and summary["stop_reason"] == "max-steps"
+    ck = load_checkpoint(out / "ckpt.pt")
+    ranks = ck["sampler"]["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["batches"] == 3 for r in ranks)
+    assert ranks[0]["state"] != ranks[1]["state"]
+    # the DDP eval (blocks dealt to 2 ranks, sums all-reduced) equals a 1-process eval
+    cfg = GPTConfig(**{k: tuple(v) if k == "moe_layers" and v is not None else v
+                       for k, v in ck["model_config"].items()})
+    model = GPT(cfg)
+    model.load_state_dict(ck["model"])
+    ev = EvalSet(shards.open(data), block_size=16, batch_size=8)
+    res = moe.evaluate(model, ev, torch.autocast("cpu", enabled=False), 1)
+    ddp_eval = records(out, "eval")[-1]
+    assert res["loss_macro"] == pytest.approx(ddp_eval["loss_macro"], abs=1e-5)
+    assert res["layers"][0]["load"] == pytest.approx(ddp_eval["layers"][0]["load"], abs=1e-9)

@@ -1,0 +1,332 @@
+"""Batches for training and evaluation, straight from the shards' memmaps.
+
+Training: every row of a batch is a random window of ``block_size + 1`` tokens from one domain's
+train split. A row's domain is drawn by the domain weights (default: equal, so every domain
+contributes the same share of tokens whatever its size; no data is truncated). Within a domain a
+window is uniform over all valid start positions, so a shard is chosen in proportion to its
+valid starts and windows never straddle two shards.
+
+Zero-copy gather: the windows are copied straight from the memmaps into one preallocated uint16
+host buffer (pinned on CUDA), moved with one ``non_blocking`` copy and widened to int64 on the
+device. Nothing is allocated per row and no memmap is re-opened, so anonymous memory stays flat.
+
+Each DDP rank draws from its own ``numpy.random.Generator`` seeded from ``(seed, rank)``; its
+state (:meth:`TrainSampler.state_dict`) goes into the checkpoint, so a resumed run continues the
+same sequence of batches.
+
+Evaluation: every block of each domain's eval split, in order (windows of ``block_size + 1`` at
+stride ``block_size`` inside each shard), dealt round-robin to the DDP ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+SAMPLER_STATE_VERSION = 1
+
+
+class DataError(ValueError):
+    """Bad data or data options (domain weights, block size too large for a split, ...)."""
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, T) int64 inputs, on the device
+    y: torch.Tensor  # (B, T) int64 targets (x shifted by one), on the device
+    domain: torch.Tensor  # (B,) int64 domain index of every row (into the sampler's `domains`)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def parse_domain_weights(spec: str | None, domains: Sequence[str]) -> dict[str, float]:
+    """``"code=1,math=1,prose=2"`` -> normalised weights for exactly the dataset's `domains`.
+
+    None or "" gives every domain the same weight (equal token share). A weight of 0 leaves a
+    domain out of training (it is still evaluated).
+    """
+    if not spec:
+        return {d: 1.0 / len(domains) for d in domains}
+    out: dict[str, float] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise DataError(f"--domain-weights: {item!r} is not NAME=WEIGHT "
+                            "(example: code=1,math=1,prose=1)")
+        if name not in domains:
+            raise DataError(f"--domain-weights: unknown domain {name!r}; the dataset has "
+                            f"{', '.join(domains)}")
+        if name in out:
+            raise DataError(f"--domain-weights: domain {name!r} given twice")
+        try:
+            w = float(value)
+        except ValueError as e:
+            raise DataError(f"--domain-weights: weight {value!r} of {name!r} is not a number") from e
+        if not np.isfinite(w) or w < 0:
+            raise DataError(f"--domain-weights: weight of {name!r} must be a finite number >= 0, "
+                            f"got {value!r}")
+        out[name] = w
+    missing = [d for d in domains if d not in out]
+    if missing:
+        raise DataError(f"--domain-weights lacks domain(s) {', '.join(missing)}; give every "
+                        "domain a weight (0 leaves a domain out of training)")
+    total = sum(out.values())
+    if total <= 0:
+        raise DataError("--domain-weights: all weights are 0; at least one must be > 0")
+    return {d: out[d] / total for d in domains}
+
+
+# --------------------------------------------------------------------------- host -> device
+
+
+def widen_int16(t: torch.Tensor) -> torch.Tensor:
+    """uint16 token ids carried as int16 (same bits) -> int64 ids (undo the sign extension)."""
+    return t.to(torch.int64).bitwise_and_(0xFFFF)
+
+
+class _Transfer:
+    """A preallocated uint16 host buffer (two, pinned, on CUDA) and its move to the device.
+
+    On CUDA the copy is asynchronous; a buffer is only refilled after the event recorded behind
+    its previous copy has completed, so the host never overwrites bytes still in flight.
+    """
+
+    def __init__(self, rows: int, cols: int, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        n = 2 if self.cuda else 1
+        self.host = [torch.empty((rows, cols), dtype=torch.uint16, pin_memory=self.cuda)
+                     for _ in range(n)]
+        self.views = [h.numpy() for h in self.host]
+        self.events: list[Any] = [None] * n
+        self.turn = 0
+
+    def buffer(self) -> np.ndarray:
+        """The host buffer to fill next (waits for its previous copy on CUDA)."""
+        ev = self.events[self.turn]
+        if ev is not None:
+            ev.synchronize()
+        return self.views[self.turn]
+
+    def send(self, rows: int) -> torch.Tensor:
+        """Move the first `rows` rows of the buffer just filled; int64 on the device."""
+        host = self.host[self.turn][:rows]
+        if self.cuda:
+            # uint16 kernels are sparse on CUDA: move the bytes as int16 (a free view), widen
+            # there and mask the sign extension away (& 0xFFFF), which every version supports
+            dev = host.view(torch.int16).to(self.device, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record()
+            self.events[self.turn] = ev
+            self.turn = (self.turn + 1) % len(self.host)
+            return widen_int16(dev)
+        return host.to(torch.int64)  # one widening copy; the buffer is reused next batch
+
+    def send_xy(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (int64, contiguous, on the device) of the full buffer just
+        filled: each widened in one copy from the uint16 rows, no intermediate."""
+        host = self.host[self.turn]
+        if self.cuda:
+            dev = self.send(host.shape[0])
+            return dev[:, :-1].contiguous(), dev[:, 1:].contiguous()
+        rows, cols = host.shape
+        x = torch.empty((rows, cols - 1), dtype=torch.int64)
+        y = torch.empty((rows, cols - 1), dtype=torch.int64)
+        x.copy_(host[:, :-1])
+        y.copy_(host[:, 1:])
+        return x, y
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainSampler:
+    """Random training windows from the train splits of `ds` (a `shards.open` Dataset)."""
+
+    def __init__(self, ds: Any, *, block_size: int, batch_size: int,
+                 weights: dict[str, float] | None = None, seed: int = 0, rank: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        if block_size < 1 or batch_size < 1:
+            raise DataError("block_size and batch_size must be >= 1")
+        self.domains: list[str] = list(ds.domains)
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed, self.rank = seed, rank
+        w = weights if weights is not None else parse_domain_weights(None, self.domains)
+        if sorted(w) != sorted(self.domains):
+            raise DataError(f"domain weights name {sorted(w)}, the dataset has {self.domains}")
+        self.weights = np.array([w[d] for d in self.domains], dtype=np.float64)
+        self.weights = self.weights / self.weights.sum()
+        self._cum_weights = np.cumsum(self.weights)
+        self._cum_weights[-1] = 1.0
+        L = block_size + 1
+        self._shards: list[list[np.ndarray]] = []  # plain ndarray views of the memmaps
+        self._cum: list[np.ndarray] = []  # per domain: cumulative valid starts, [0, v0, v0+v1...]
+        for i, d in enumerate(self.domains):
+            sp = ds.split(d, "train")
+            shards = list(sp.shards)
+            valid = np.array([max(0, len(m) - L + 1) for m in shards], dtype=np.int64)
+            if self.weights[i] > 0 and valid.sum() == 0:
+                longest = max((len(m) for m in shards), default=0)
+                raise DataError(
+                    f"domain {d!r}: its train split has no window of block_size+1={L} tokens "
+                    f"inside one shard (longest shard: {longest} tokens); lower --block-size or "
+                    f"give {d!r} weight 0 in --domain-weights")
+            self._shards.append([m.view(np.ndarray) for m in shards])  # fast slicing
+            self._cum.append(np.concatenate([[0], np.cumsum(valid)]).astype(np.int64))
+        self.rng = np.random.default_rng([seed, rank])
+        self.batches = 0
+        self._xfer = _Transfer(batch_size, L, torch.device(device))
+
+    def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The next batch's (domain, shard, start) per row, advancing the random stream."""
+        B = self.batch_size
+        dom = np.searchsorted(self._cum_weights, self.rng.random(B), side="right")
+        shard = np.empty(B, dtype=np.int64)
+        start = np.empty(B, dtype=np.int64)
+        for d in range(len(self.domains)):
+            rows = np.flatnonzero(dom == d)
+            if len(rows) == 0:
+                continue
+            cum = self._cum[d]
+            u = self.rng.integers(0, cum[-1], size=len(rows))
+            s = np.searchsorted(cum, u, side="right") - 1
+            shard[rows] = s
+            start[rows] = u - cum[s]
+        self.batches += 1
+        return dom.astype(np.int64), shard, start
+
+    def next_batch(self) -> Batch:
+        dom, shard, start = self.draw()
+        L = self.block_size + 1
+        buf = self._xfer.buffer()
+        shards = self._shards
+        for i, (d, s, a) in enumerate(zip(dom.tolist(), shard.tolist(), start.tolist(),
+                                          strict=True)):
+            buf[i] = shards[d][s][a:a + L]
+        x, y = self._xfer.send_xy()
+        domain = torch.from_numpy(dom).to(self._xfer.device, non_blocking=True)
+        return Batch(x=x, y=y, domain=domain)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield self.next_batch()
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Plain types only (loadable with torch.load(weights_only=True)); 128-bit ints as str."""
+        st = self.rng.bit_generator.state
+        return {
+            "version": SAMPLER_STATE_VERSION,
+            "bit_generator": st["bit_generator"],
+            "state": {k: str(v) for k, v in st["state"].items()},
+            "has_uint32": int(st["has_uint32"]),
+            "uinteger": int(st["uinteger"]),
+            "batches": self.batches,
+            "seed": self.seed,
+            "rank": self.rank,
+            "domains": list(self.domains),
+            "weights": [float(w) for w in self.weights],
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if sd.get("version") != SAMPLER_STATE_VERSION:
+            raise DataError(f"sampler state version {sd.get('version')!r} is not "
+                            f"{SAMPLER_STATE_VERSION}")
+        for key, mine in (("domains", self.domains), ("block_size", self.block_size),
+                          ("batch_size", self.batch_size), ("rank", self.rank)):
+            if sd[key] != mine:
+                raise DataError(f"sampler state has {key}={sd[key]!r}, this run has {mine!r}")
+        if not np.allclose(sd["weights"], self.weights, rtol=0, atol=1e-12):
+            raise DataError(f"sampler state has domain weights {sd['weights']}, this run has "
+                            f"{self.weights.tolist()}")
+        name = self.rng.bit_generator.state["bit_generator"]
+        if sd["bit_generator"] != name:
+            raise DataError(f"sampler state is for {sd['bit_generator']}, this run uses {name}")
+        self.rng.bit_generator.state = {
+            "bit_generator": name,
+            "state": {k: int(v) for k, v in sd["state"].items()},
+            "has_uint32": sd["has_uint32"],
+            "uinteger": sd["uinteger"],
+        }
+        self.batches = int(sd["batches"])
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def eval_windows(shard_lengths: Sequence[int], block_size: int) -> np.ndarray:
+    """Every eval window of a split as rows (shard, start): stride `block_size`, length
+    ``block_size + 1``, inside one shard, in stream order."""
+    out = []
+    for s, n in enumerate(shard_lengths):
+        k = max(0, (int(n) - 1) // block_size)
+        if k:
+            starts = np.arange(k, dtype=np.int64) * block_size
+            out.append(np.stack([np.full(k, s, dtype=np.int64), starts], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+class EvalSet:
+    """The eval blocks of every domain, dealt round-robin to the DDP ranks.
+
+    `max_blocks` (optional) caps each domain at that many blocks, evenly spaced over the split
+    (the same ones in every run); None uses every block. Every rank runs the same number of
+    batches per domain (MoE layers all-reduce inside forward), so a rank whose share runs out
+    first gets padding batches of one row that it must not count (``n_valid == 0``).
+    """
+
+    def __init__(self, ds: Any, *, block_size: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1, max_blocks: int | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        if max_blocks is not None and max_blocks < 1:
+            raise DataError(f"--eval-max-blocks must be >= 1, got {max_blocks}")
+        self.domains: list[str] = list(ds.domains)
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self._shards: list[list[np.ndarray]] = []
+        self.windows: list[np.ndarray] = []  # per domain: this rank's (shard, start) rows
+        self.total_blocks: list[int] = []  # per domain, over all ranks
+        self.num_batches: list[int] = []  # per domain, the same on every rank
+        self._pad: list[np.ndarray] = []  # per domain: a window for padding batches
+        for d in self.domains:
+            shards = list(ds.split(d, "eval").shards)
+            w = eval_windows([len(m) for m in shards], block_size)
+            if max_blocks is not None and len(w) > max_blocks:
+                w = w[np.linspace(0, len(w) - 1, max_blocks).round().astype(np.int64)]
+            self._shards.append([m.view(np.ndarray) for m in shards])
+            self.total_blocks.append(len(w))
+            per_rank = -(-len(w) // world_size)
+            self.num_batches.append(-(-per_rank // batch_size))
+            self.windows.append(w[rank::world_size])
+            self._pad.append(w[:1])
+        self._xfer = _Transfer(batch_size, block_size + 1, torch.device(device))
+
+    def batches(self, domain: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """This rank's (x, y, n_valid) batches of one domain, in order; n_valid == 0 marks a
+        padding batch whose result must be ignored."""
+        w = self.windows[domain]
+        shards = self._shards[domain]
+        L = self.block_size + 1
+        bs = self.batch_size
+        for b in range(self.num_batches[domain]):
+            rows = w[b * bs:(b + 1) * bs]
+            n_valid = len(rows)
+            if n_valid == 0:
+                rows = self._pad[domain]
+            buf = self._xfer.buffer()
+            for i, (s, start) in enumerate(rows):
+                buf[i] = shards[s][start:start + L]
+            xy = self._xfer.send(len(rows))
+            yield xy[:, :-1].contiguous(), xy[:, 1:].contiguous(), n_valid
