@@ -89,6 +89,15 @@ def test_resume_gives_the_same_run(data, tmp_path):
     assert len(records(split, "summary")) == 1
 
 
+def test_keep_ckpt_every_keeps_step_copies(data, tmp_path):
+    out = tmp_path / "run"
+    assert train(data, out, "--max-steps", "4", "--eval-every", "1", "--keep-ckpt-every", "2") == 0
+    kept = sorted(p.name for p in out.glob("ckpt_*.pt"))
+    assert kept == ["ckpt_000002.pt", "ckpt_000004.pt"]
+    assert load_checkpoint(out / "ckpt_000002.pt")["step"] == 2
+    assert load_checkpoint(out / "ckpt_000004.pt")["step"] == 4
+
+
 def test_eval_and_train_records(data, tmp_path):
     out = tmp_path / "run"
     assert train(data, out, "--max-steps", "2", "--eval-every", "2") == 0
@@ -187,6 +196,15 @@ def test_stop_on_collapse_reason_in_summary(data, tmp_path, monkeypatch):
     assert summary["stop_reason"].startswith("collapse:") and "layer 1 expert 2 90%" in \
         summary["stop_reason"]
     assert len(records(out, "warning")) == 3
+    # the streak is part of the checkpoint: 2 collapsed evals, stop, resume, 1 more ends it
+    out = tmp_path / "collapse-resumed"
+    common = ["--max-steps", "10", "--eval-every", "1", "--eval-max-blocks", "2",
+              "--stop-on-collapse"]
+    assert train(data, out, *common, "--stop-after", "2") == 0
+    assert train(data, out, *common, "--resume") == 0
+    summary = records(out, "summary")[-1]
+    assert summary["step"] == 3 and summary["stop_reason"].startswith("collapse:")
+    assert summary["collapse_warnings"] == 3
 
 
 def test_experiments_differ_only_where_they_should(tmp_path):

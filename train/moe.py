@@ -26,6 +26,7 @@ import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import time  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
@@ -105,6 +106,7 @@ class TrainConfig:
     experiment: str | None = None
     max_steps: int = 1000
     stop_after: int | None = None
+    keep_ckpt_every: int | None = None
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 6e-4
@@ -176,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--stop-after", type=int, default=None, help="end this process after this optimizer "
       "step with a checkpoint, as if interrupted; --resume continues it (the schedule still "
       "follows --max-steps)")
+    a("--keep-ckpt-every", type=int, default=None, help="also keep a copy of the checkpoint as "
+      "ckpt_<step>.pt at every eval whose step is a multiple of N (the report's router "
+      "saturation compares them with the final one)")
     a("--batch-size", type=int, default=8, help="sequences per micro-batch per process")
     a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (per "
       "process); tokens per step = batch_size * grad_accum * block_size * processes")
@@ -511,7 +516,9 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
     sampler = TrainSampler(ds, block_size=mcfg.block_size, batch_size=cfg.batch_size,
                            weights=weights, seed=cfg.seed, rank=d.rank, device=device)
     step = 0
+    loop_state: dict[str, int] = {}
     if ckpt is not None:
+        loop_state = dict(ckpt.get("loop", {}))
         optimizer.load_state_dict(ckpt["optimizer"])
         sampler.load_state_dict(ckpt["sampler"]["ranks"][d.rank])
         set_rng_state(ckpt["rng"]["ranks"][d.rank])
@@ -555,8 +562,8 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
              style="bold")
 
     stop_reason = "max-steps"
-    collapse_streak = 0
-    n_warnings = 0
+    collapse_streak = int(loop_state.get("collapse_streak", 0))  # survives --resume
+    n_warnings = int(loop_state.get("collapse_warnings", 0))
     last_train: dict[str, Any] = {}
     last_eval: dict[str, Any] | None = None
     exit_code = 0
@@ -627,9 +634,13 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
                                + ", ".join(f"layer {lay['layer']} expert {lay['top_expert']} "
                                            f"{lay['top_share']:.0%}" for lay in collapsed) + ")")
                 stopping = True
-            _checkpoint(ckpt_path, raw, optimizer, sampler, step, cfg, mcfg_dict, ds, d)
+            _checkpoint(ckpt_path, raw, optimizer, sampler, step, cfg, mcfg_dict, ds, d,
+                        {"collapse_streak": collapse_streak, "collapse_warnings": n_warnings})
+            if d.master and cfg.keep_ckpt_every and step % cfg.keep_ckpt_every == 0:
+                _keep_copy(ckpt_path, out / f"ckpt_{step:06d}.pt")
         elif stopping:
-            _checkpoint(ckpt_path, raw, optimizer, sampler, step, cfg, mcfg_dict, ds, d)
+            _checkpoint(ckpt_path, raw, optimizer, sampler, step, cfg, mcfg_dict, ds, d,
+                        {"collapse_streak": collapse_streak, "collapse_warnings": n_warnings})
         if stopping:
             if stop_reason == "max-steps":
                 stop_reason = f"stop-after {cfg.stop_after}"
@@ -672,7 +683,8 @@ def _print_eval(log: Logger, ev: dict[str, Any]) -> None:
 
 
 def _checkpoint(path: Path, raw: Any, optimizer: Any, sampler: TrainSampler, step: int,
-                cfg: TrainConfig, mcfg_dict: dict[str, Any], ds: Any, d: Dist) -> None:
+                cfg: TrainConfig, mcfg_dict: dict[str, Any], ds: Any, d: Dist,
+                loop: dict[str, int]) -> None:
     samplers = gather(sampler.state_dict(), d)
     rngs = gather(rng_state(), d)
     if d.master:
@@ -687,9 +699,17 @@ def _checkpoint(path: Path, raw: Any, optimizer: Any, sampler: TrainSampler, ste
             "rng": {"world_size": d.world, "ranks": rngs},
             "data_fingerprint": ds.fingerprint,
             "data_dir": str(cfg.data),
+            "loop": loop,
         })
     if d.world > 1:
         dist.barrier()
+
+
+def _keep_copy(src: Path, dest: Path) -> None:
+    """Copy a finished checkpoint atomically (temp file + rename)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
