@@ -50,7 +50,7 @@ BATCH_BYTES = 1 << 20  # ... or this many bytes of text, whichever comes first
 MIN_BAD_FOR_EARLY_STOP = 100  # judge the bad-record fraction mid-stream only after this many
 # Batches read ahead of the writer. Fixed (not a function of --workers) so that a token budget
 # stops the reader at the same record, and the manifest's counts match, for any worker count.
-MAX_PENDING = 64
+MAX_PENDING = 16
 
 
 class PrepError(RuntimeError):

@@ -46,7 +46,7 @@ class SplitWriter:
     """
 
     def __init__(self, work_root: Path, domain: str, split: str, shard_tokens: int,
-                 block_size: int, zstd_level: int = 10) -> None:
+                 block_size: int, zstd_level: int = 3) -> None:
         if shard_tokens <= 0 or shard_tokens % block_size:
             raise FormatError(
                 f"shard_tokens={shard_tokens} must be a positive multiple of block_size="
