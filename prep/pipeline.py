@@ -271,6 +271,8 @@ class DomainBuilder:
                 c.docs_too_long += 1
             else:
                 yield rec
+                continue
+            c.docs_filtered += 1
 
     def _batches(self, source: Any, budget_bytes: int | None
                  ) -> Iterator[list[tuple[Document, str, bytes, int]]]:

@@ -117,13 +117,10 @@ class CountsRecord:
     docs_empty: int = 0  # empty after formatting
     docs_too_short: int = 0  # fewer than min_chars characters
     docs_too_long: int = 0  # more than max_chars characters
+    docs_filtered: int = 0  # empty + too short + too long
     docs_deduplicated: int = 0  # exact duplicates of a kept document (content hash)
     docs_kept: int = 0  # written to a split
     bytes_kept: int = 0  # UTF-8 bytes of the kept documents
-
-    @property
-    def docs_filtered(self) -> int:
-        return self.docs_empty + self.docs_too_short + self.docs_too_long
 
 
 @dataclass

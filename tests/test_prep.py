@@ -292,5 +292,5 @@ def test_huge_document_is_counted_and_skipped(tmp_path):
     out = tmp_path / "out"
     assert run_prep("--recipe", str(recipe), "--out", str(out), "--workers", "1") == 0
     c = manifest(out)["domains"]["prose"]["counts"]
-    assert c["docs_too_long"] == 1 and c["docs_seen"] == 801
+    assert c["docs_too_long"] == 1 and c["docs_seen"] == 801 and c["docs_filtered"] == 1
     assert c["docs_kept"] == 800 and c["bytes_seen"] > 25_000_000
