@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -28,10 +29,11 @@ import numpy as np
 from prep.progress import Reporter
 from prep.recipe import DomainConfig, Recipe, load_recipe
 from prep.shuffle import ShuffleBuffer
-from prep.sources import BadRecord, Document, open_source
+from prep.sources import BadRecord, Document, Source, open_source
 from prep.split import EVAL, TRAIN, assign_split
 from prep.tokenize import encode_batch, init_worker
 from shards.format import (
+    DOMAIN_NAME_RE,
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -96,18 +98,25 @@ def run(cfg: PrepConfig, reporter: Reporter) -> Manifest:
     _prepare_out(out, [d.name for d in domains], cfg.overwrite)
     tok = tokenizer_record(cfg.tokenizer_file)
     load_gpt2(cfg.tokenizer_file)  # fail here, in the parent, on a bad ranks file
+    # Open every source first: an unreachable Hub or URL fails now, not after hours of work.
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else None
+    sources = {d.name: open_source(d, cache_dir=cache) for d in domains}
     work = out / f"{TMP_PREFIX}{os.getpid()}"
     work.mkdir()
     records: dict[str, DomainRecord] = {}
     hashes: dict[str, dict[str, set[bytes]]] = {}
+    earlier: dict[str, set[bytes]] = {TRAIN: set(), EVAL: set()}  # earlier domains' hashes
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     try:
         pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker,
                                    initargs=(cfg.tokenizer_file,))
         try:
             for dcfg in domains:
-                builder = DomainBuilder(dcfg, recipe, cfg, seed, block_size, work, pool, reporter)
+                builder = DomainBuilder(dcfg, sources[dcfg.name], recipe, cfg, seed, block_size,
+                                        work, pool, reporter, earlier)
                 records[dcfg.name], hashes[dcfg.name] = builder.build()
+                for split in SPLITS:
+                    earlier[split] |= hashes[dcfg.name][split]
         finally:
             # on Ctrl-C or an error, drop queued batches instead of tokenizing them first
             pool.shutdown(wait=True, cancel_futures=True)
@@ -179,10 +188,11 @@ class _Pending:
 class DomainBuilder:
     """Builds one domain: reads its source in this process, tokenizes in the pool."""
 
-    def __init__(self, dcfg: DomainConfig, recipe: Recipe, cfg: PrepConfig, seed: int,
-                 block_size: int, work: Path, pool: ProcessPoolExecutor,
-                 reporter: Reporter) -> None:
-        self.d, self.recipe, self.cfg = dcfg, recipe, cfg
+    def __init__(self, dcfg: DomainConfig, source: Source, recipe: Recipe, cfg: PrepConfig,
+                 seed: int, block_size: int, work: Path, pool: ProcessPoolExecutor,
+                 reporter: Reporter, earlier: dict[str, set[bytes]]) -> None:
+        self.d, self.source, self.recipe, self.cfg = dcfg, source, recipe, cfg
+        self.earlier = earlier  # content hashes kept by earlier domains, per split
         self.seed, self.block_size, self.work = seed, block_size, work
         self.pool, self.reporter = pool, reporter
         self.counts = CountsRecord()
@@ -191,9 +201,7 @@ class DomainBuilder:
         self.bytes_budget_hit = False
 
     def build(self) -> tuple[DomainRecord, dict[str, set[bytes]]]:
-        d = self.d
-        cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else None
-        source = open_source(d, seed=self.seed, cache_dir=cache)
+        d, source = self.d, self.source
         budget_bytes = int(d.size_mb * 1e6) if d.size_mb is not None else None
         self.reporter.start_domain(d.name, budget_bytes)
         writers = {s: SplitWriter(self.work, d.name, s, self.cfg.shard_tokens, self.block_size)
@@ -262,7 +270,14 @@ class DomainBuilder:
                 self._check_bad(final=False)
                 continue
             n = len(rec.text)
-            c.bytes_seen += len(rec.text.encode("utf-8"))
+            try:
+                c.bytes_seen += len(rec.text.encode("utf-8"))
+            except UnicodeEncodeError as e:  # e.g. a lone surrogate from a "\ud800" JSON escape
+                c.docs_bad += 1
+                if len(self.first_bad) < 5:
+                    self.first_bad.append(f"{rec.source}: text is not encodable as UTF-8 ({e})")
+                self._check_bad(final=False)
+                continue
             if not rec.text.strip():
                 c.docs_empty += 1
             elif n < d.min_chars:
@@ -290,6 +305,11 @@ class DomainBuilder:
                 continue
             seen.add(digest)
             split = assign_split(raw, self.recipe.split_salt, d.eval_fraction)
+            if digest in self.earlier[EVAL if split == TRAIN else TRAIN]:
+                # An earlier domain with another eval_fraction put this text on the other side:
+                # keeping it here would leak eval text into train.
+                self.counts.docs_split_conflicts += 1
+                continue
             batch.append((doc, split, digest, len(raw)))
             batch_bytes += len(raw)
             queued += len(raw)
@@ -405,11 +425,24 @@ def _alive(pid: int) -> bool:
 def _publish(work: Path, out: Path, manifest: Manifest) -> None:
     """Move the finished domains into place, then write the manifest, last and atomically."""
     old = out / MANIFEST_NAME
-    if old.exists():
-        old.unlink()  # --overwrite: never leave a manifest describing half-replaced data
+    if old.exists():  # --overwrite
+        stale = [name for name in _manifest_domains(old)
+                 if name not in manifest.domains and DOMAIN_NAME_RE.match(name)]
+        old.unlink()  # never leave a manifest describing half-replaced data
+        for name in stale:  # the old dataset's domains that the new one lacks
+            shutil.rmtree(out / name, ignore_errors=True)
     for name in manifest.domains:
         dest = out / name
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(work / name, dest)
     write_manifest(out, manifest)
+
+
+def _manifest_domains(path: Path) -> list[str]:
+    """Domain names of an existing manifest, or none if it cannot be read."""
+    try:
+        domains = json.loads(path.read_text(encoding="utf-8")).get("domains", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [d for d in domains if isinstance(d, str)] if isinstance(domains, dict) else []

@@ -65,16 +65,21 @@ class DomainConfig:
     eval_fraction: float | None = None
     shuffle_buffer: int | None = None
     synthetic_docs: int = 3000  # synthetic-math: how many problems the generator makes
+    synthetic_seed: int = 42  # synthetic-math: generator seed (NOT the shuffle seed: the corpus,
+    #                           and so its eval set, must not change with --seed)
 
     def resolved(self, *, size_mb: float, eval_fraction: float) -> DomainConfig:
         lo, hi = DEFAULT_CHAR_LIMITS.get(self.name, DEFAULT_CHAR_LIMITS["default"])
         out = DomainConfig(**asdict(self))
-        out.size_mb = self.size_mb if self.size_mb is not None else size_mb
+        if out.size_mb is None and out.size_tokens is None:
+            out.size_mb = size_mb  # a token budget alone means no byte budget
         out.min_chars = self.min_chars if self.min_chars is not None else lo
         out.max_chars = self.max_chars if self.max_chars is not None else hi
         out.eval_fraction = self.eval_fraction if self.eval_fraction is not None else eval_fraction
         if out.shuffle_buffer is None:
-            out.shuffle_buffer = max(1000, int(out.size_mb * 200))
+            # max(1000, size_mb * 200); a token budget counts ~4 bytes of text per token
+            mb = out.size_mb if out.size_mb is not None else out.size_tokens * 4 / 1e6
+            out.shuffle_buffer = max(1000, int(mb * 200))
         out.validate()
         return out
 

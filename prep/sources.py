@@ -826,7 +826,7 @@ class PydocSource(Source):
 # --------------------------------------------------------------------------- factory
 
 
-def open_source(cfg: DomainConfig, *, seed: int, cache_dir: Path | None = None) -> Source:
+def open_source(cfg: DomainConfig, *, cache_dir: Path | None = None) -> Source:
     """The reader for one domain (wrapped in WikiText article grouping when cfg.group says so).
 
     Fails fast (SourceError) on what can be checked before reading: missing files, an
@@ -846,7 +846,7 @@ def open_source(cfg: DomainConfig, *, seed: int, cache_dir: Path | None = None) 
     elif cfg.source == "synthetic-math":
         from prep.synthetic_math import SyntheticMathSource
 
-        source = SyntheticMathSource(cfg, seed=seed)
+        source = SyntheticMathSource(cfg, seed=cfg.synthetic_seed)
     else:
         raise SourceError(f"[domains.{cfg.name}] unknown source {cfg.source!r}")
     if cfg.group == "wikitext":

@@ -119,6 +119,8 @@ class CountsRecord:
     docs_too_long: int = 0  # more than max_chars characters
     docs_filtered: int = 0  # empty + too short + too long
     docs_deduplicated: int = 0  # exact duplicates of a kept document (content hash)
+    docs_split_conflicts: int = 0  # kept by an earlier domain on the other side of the split
+    #                                (domains with different eval fractions): dropped, no leak
     docs_kept: int = 0  # written to a split
     bytes_kept: int = 0  # UTF-8 bytes of the kept documents
 
@@ -203,11 +205,20 @@ class Manifest:
         if missing:
             raise FormatError(f"{source}: manifest lacks field(s) {', '.join(missing)}")
         d = {k: v for k, v in d.items() if k in names}
+        if not isinstance(d["domains"], dict) or not d["domains"]:
+            raise FormatError(f"{source}: field 'domains' must be a non-empty object of "
+                              "domain name -> record")
+        for name, dom in d["domains"].items():
+            splits = dom.get("splits") if isinstance(dom, dict) else None
+            if not isinstance(splits, dict) or sorted(splits) != sorted(SPLITS):
+                found = sorted(splits) if isinstance(splits, dict) else splits
+                raise FormatError(f"{source}: domains.{name}.splits must hold exactly "
+                                  f"{' and '.join(SPLITS)}, found {found!r}")
         try:
             d["tokenizer"] = TokenizerRecord(**d["tokenizer"])
             d["domains"] = {k: DomainRecord.from_dict(v) for k, v in d["domains"].items()}
-        except (TypeError, KeyError) as e:
-            raise FormatError(f"{source}: malformed manifest record: {e}") from e
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
+            raise FormatError(f"{source}: malformed manifest record: {e!r}") from e
         return cls(**d)
 
     @classmethod

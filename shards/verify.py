@@ -243,12 +243,22 @@ def _check_content(manifest: Manifest, where: str, rec: SplitRecord, docs: list[
         return
     parts = [np.memmap(scans[s.path].path, dtype=TOKEN_DTYPE, mode="r")
              for s in rec.shards if s.tokens]
-    stream = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    offs = np.cumsum([0] + [len(p) for p in parts])
+
+    def span(b: int, e: int) -> np.ndarray:
+        """Tokens [b, e) of the split: a memmap slice, copied only across a shard boundary."""
+        i = int(np.searchsorted(offs, b, side="right")) - 1
+        if e <= offs[i + 1]:
+            return parts[i][b - offs[i]:e - offs[i]]
+        j = int(np.searchsorted(offs, e, side="left"))
+        return np.concatenate([parts[x][max(b, offs[x]) - offs[x]:min(e, offs[x + 1]) - offs[x]]
+                               for x in range(i, j)])
+
     enc = _gpt2()
     found = []
     for k, d in enumerate(docs):
         b = int(begin[k])
-        raw = enc.decode_bytes(stream[b:b + d.tokens - 1].tolist())
+        raw = enc.decode_bytes(span(b, b + d.tokens - 1).tolist())
         if hashlib.sha256(raw).hexdigest() != d.sha256:
             found.append(f"{where}: document {k} ({json.dumps(d.source)}): its tokens decode to "
                          f"text with sha256 {hashlib.sha256(raw).hexdigest()[:16]}..., the "

@@ -96,6 +96,8 @@ def test_keep_ckpt_every_keeps_step_copies(data, tmp_path):
     assert kept == ["ckpt_000002.pt", "ckpt_000004.pt"]
     assert load_checkpoint(out / "ckpt_000002.pt")["step"] == 2
     assert load_checkpoint(out / "ckpt_000004.pt")["step"] == 4
+    assert train(data, out, "--max-steps", "1", "--overwrite") == 0
+    assert not list(out.glob("ckpt_*.pt"))  # the old run's copies go with --overwrite
 
 
 def test_eval_and_train_records(data, tmp_path):

@@ -294,3 +294,78 @@ def test_huge_document_is_counted_and_skipped(tmp_path):
     c = manifest(out)["domains"]["prose"]["counts"]
     assert c["docs_too_long"] == 1 and c["docs_seen"] == 801 and c["docs_filtered"] == 1
     assert c["docs_kept"] == 800 and c["bytes_seen"] > 25_000_000
+
+
+def test_domains_with_different_eval_fractions_never_leak(tmp_path):
+    # the same texts in two domains: a text between the two fractions would be eval in one and
+    # train in the other; the later domain drops it (counted) instead of leaking
+    rng = __import__("random").Random(3)
+    write_jsonl(tmp_path / "d.jsonl", [random_doc(rng) for _ in range(600)])
+    table = {"source": "json", "data_files": ["d.jsonl"], "min_chars": 1}
+    recipe = write_recipe(tmp_path / "r.toml", {"a": {**table, "eval_fraction": 0.05},
+                                                "b": {**table, "eval_fraction": 0.3}})
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out)) == 0
+    m = manifest(out)
+    assert m["leakage_passed"] is True
+    conflicts = m["domains"]["b"]["counts"]["docs_split_conflicts"]
+    assert 100 < conflicts < 200  # ~25% of 600 lie between 0.05 and 0.3
+    assert m["domains"]["a"]["counts"]["docs_split_conflicts"] == 0
+    trains = set().union(*({d["sha256"] for d in doc_index(out, dom["splits"]["train"]
+                                                             ["doc_index"]["path"])}
+                           for dom in m["domains"].values()))
+    for dom in m["domains"].values():
+        ev = {d["sha256"] for d in doc_index(out, dom["splits"]["eval"]["doc_index"]["path"])}
+        assert not ev & trains
+
+
+def test_token_budget_alone_has_no_byte_budget(tmp_path, jsonl_recipe):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out), "--size-tokens",
+                    "100000000") == 0
+    for dom in manifest(out)["domains"].values():
+        assert dom["size_budget_bytes"] is None and dom["token_budget"] == 100_000_000
+        assert dom["budget_reached"] is False and dom["counts"]["docs_kept"] == 1000
+
+
+def test_shuffle_seed_does_not_change_the_synthetic_corpus(tmp_path):
+    recipe = write_recipe(tmp_path / "r.toml", {"math": {
+        "source": "synthetic-math", "synthetic_docs": 800, "size_mb": 100}})
+    maps = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        assert run_prep("--recipe", str(recipe), "--out", str(out), "--seed", seed) == 0
+        maps.append(split_map(out))
+    assert maps[0] == maps[1]  # same documents, same splits; only the order differs
+    a, b = (manifest(tmp_path / s)["domains"]["math"]["splits"]["train"]["shards"][0]["sha256"]
+            for s in ("1", "2"))
+    assert a != b
+
+
+def test_overwrite_removes_domains_the_new_recipe_lacks(tmp_path, jsonl_recipe):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 0
+    assert (out / "alpha").is_dir() and (out / "beta").is_dir()
+    rng = __import__("random").Random(4)
+    write_jsonl(tmp_path / "g.jsonl", [random_doc(rng) for _ in range(800)])
+    recipe = write_recipe(tmp_path / "g.toml", {"gamma": {
+        "source": "json", "data_files": ["g.jsonl"], "min_chars": 1}})
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["gamma", "manifest.json"]
+
+
+def test_unencodable_text_is_a_bad_record(tmp_path):
+    import zipfile
+
+    rng = __import__("random").Random(6)
+    records = [{"Problem": random_doc(rng, 10, 30), "Rationale": random_doc(rng, 10, 30)}
+               for _ in range(900)]
+    raw = json.dumps(records).replace('"Problem": "', '"Problem": "\\ud800', 1)  # lone surrogate
+    with zipfile.ZipFile(tmp_path / "MathQA.zip", "w") as zf:
+        zf.writestr("train.json", raw)
+    recipe = write_recipe(tmp_path / "r.toml", {"math": {"source": "mathqa",
+                                                         "path": "MathQA.zip"}})
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--max-bad-fraction", "0.01") == 0
+    c = manifest(out)["domains"]["math"]["counts"]
+    assert c["docs_bad"] == 1 and c["docs_kept"] == 899

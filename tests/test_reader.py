@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +267,22 @@ def test_bad_doc_index_line_is_named(root: Path) -> None:
         bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
     with pytest.raises(FormatError, match=r"docs.jsonl.zst: line 1: not a document record"):
         shards.open(root).split("prose", "eval").documents()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["domains"]["code"]["splits"].pop("eval"), "must hold exactly train and eval"),
+    (lambda m: m.__setitem__("domains", [1]), "'domains' must be a non-empty object"),
+    (lambda m: m["domains"]["code"]["splits"]["train"].__setitem__("shards", 5),
+     "malformed manifest record"),
+])
+def test_structurally_malformed_manifest_is_refused(tmp_path, edit, message):
+    root = make_dataset(tmp_path, {"code": {"train": ["def f():\n    return 1\n"],
+                                            "eval": ["x = 2\n"]}})
+    m = json.loads((root / "manifest.json").read_text())
+    edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FormatError, match=message):
+        shards.open(root)
+    r = subprocess.run([sys.executable, "-m", "shards", "verify", str(root)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and message in r.stdout + r.stderr

@@ -33,8 +33,8 @@ from prep.synthetic_math import TEMPLATES
 from prep.wikitext import article_title
 
 
-def docs_of(cfg: DomainConfig, seed: int = 0, **kw: Any) -> list[Document | BadRecord]:
-    return list(open_source(cfg, seed=seed, **kw))
+def docs_of(cfg: DomainConfig, **kw: Any) -> list[Document | BadRecord]:
+    return list(open_source(cfg, **kw))
 
 
 def jsonl(records: list[dict[str, Any]]) -> bytes:
@@ -99,7 +99,7 @@ def test_mathqa_documents_exact(tmp_path: Path) -> None:
 
 def test_mathqa_rules_and_describe(tmp_path: Path) -> None:
     z = make_mathqa_zip(tmp_path / "MathQA.zip")
-    src = open_source(mathqa_cfg(z), seed=0)
+    src = open_source(mathqa_cfg(z))
     rules = " ".join(src.format_rules())
     assert "blank line" in rules and "ONE enclosing pair" in rules and "no prefixes" in rules
     d = src.describe()
@@ -134,14 +134,14 @@ def test_mathqa_corrupt_zip(tmp_path: Path) -> None:
     bad = tmp_path / "MathQA.zip"
     bad.write_bytes(b"PK\x03\x04 this is not really a zip file")
     with pytest.raises(SourceError, match=r"\[domains\.math\].*MathQA\.zip: not a readable ZIP"):
-        open_source(mathqa_cfg(bad), seed=0)
+        open_source(mathqa_cfg(bad))
 
 
 def test_mathqa_zip_without_train_json_lists_members(tmp_path: Path) -> None:
     z = make_mathqa_zip(tmp_path / "other.zip", members=("dev.json", "test.json"))
     with pytest.raises(SourceError, match=r"other\.zip: ZIP has no train\.json \(members: "
                                           r"dev\.json, test\.json\)"):
-        open_source(mathqa_cfg(z), seed=0)
+        open_source(mathqa_cfg(z))
 
 
 def test_mathqa_truncated_member_is_an_error(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_mathqa_unreachable_url_fails_fast(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}/MathQA.zip"
     with pytest.raises(SourceError, match=r"cannot download http://127\.0\.0\.1:\d+/MathQA\.zip"
                                           r".*`--recipe sample`"):
-        open_source(mathqa_cfg(url), seed=0, cache_dir=tmp_path / "cache")
+        open_source(mathqa_cfg(url), cache_dir=tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())  # no partial download left behind
 
 
@@ -185,7 +185,7 @@ def test_mathqa_download_into_cache_dir(tmp_path: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/MathQA.zip"
-        src = open_source(mathqa_cfg(url), seed=0, cache_dir=tmp_path / "cache")
+        src = open_source(mathqa_cfg(url), cache_dir=tmp_path / "cache")
         texts = [d.text for d in src if isinstance(d, Document)]
     finally:
         server.shutdown()
@@ -230,7 +230,7 @@ def test_json_gz_zst_give_the_same_documents(tmp_path: Path) -> None:
 def test_globs_are_sorted_and_described(tmp_path: Path) -> None:
     for name, recs in (("b.jsonl", RECORDS[1:]), ("a.jsonl", RECORDS[:1])):
         (tmp_path / name).write_bytes(jsonl(recs))
-    src = open_source(local_cfg("json", [str(tmp_path / "*.jsonl")]), seed=0)
+    src = open_source(local_cfg("json", [str(tmp_path / "*.jsonl")]))
     assert [d.text for d in src] == [r["content"] for r in RECORDS]
     d = src.describe()
     assert d["reader"] == "json"
@@ -243,7 +243,7 @@ def test_pattern_matching_nothing(tmp_path: Path) -> None:
     pattern = str(tmp_path / "nothing*.jsonl")
     with pytest.raises(SourceError, match=r"\[domains\.code\] data_files pattern .*nothing\*\.jsonl"
                                           r".* matches no file"):
-        open_source(local_cfg("json", [pattern]), seed=0)
+        open_source(local_cfg("json", [pattern]))
 
 
 def test_parquet(tmp_path: Path) -> None:
@@ -363,7 +363,7 @@ def test_wikitext_describe_and_rules(tmp_path: Path) -> None:
     txt = tmp_path / "wiki.txt"
     txt.write_text("\n".join(WIKI_LINES), encoding="utf-8")
     src = open_source(DomainConfig(name="prose", source="text", data_files=[str(txt)],
-                                   group="wikitext"), seed=0)
+                                   group="wikitext"))
     assert src.describe()["group"] == "wikitext"
     assert any("level-1 heading" in r for r in src.format_rules())
 
@@ -392,7 +392,7 @@ def test_hf_unreachable_fails_fast_without_loading(monkeypatch: pytest.MonkeyPat
     with pytest.raises(SourceError, match=r"\[domains\.code\] dataset 'codeparrot/codeparrot-"
                                           r"clean' needs the Hugging Face Hub.*Network is "
                                           r"unreachable.*`--recipe sample`"):
-        open_source(cfg, seed=0)
+        open_source(cfg)
     assert calls == [(("huggingface.co", 443), 3.0)]
 
 
@@ -402,7 +402,7 @@ def test_hf_offline_env_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = DomainConfig(name="prose", source="hf", dataset="Salesforce/wikitext",
                        config="wikitext-103-raw-v1", group="wikitext")
     with pytest.raises(SourceError, match=r"'Salesforce/wikitext'.*HF_DATASETS_OFFLINE is set"):
-        open_source(cfg, seed=0)
+        open_source(cfg)
 
 
 def test_hf_rows_and_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -422,7 +422,7 @@ def test_hf_rows_and_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     cfg = DomainConfig(name="prose", source="hf", dataset="allenai/c4", config="en")
-    src = open_source(cfg, seed=0)
+    src = open_source(cfg)
     out = list(src)
     assert seen["args"] == ("allenai/c4", "en")
     assert seen["kwargs"] == {"split": "train", "streaming": True, "data_dir": None,
@@ -468,7 +468,7 @@ def test_stdlib_exclusions_and_bad_bytes(tmp_path: Path) -> None:
 
 
 def test_real_stdlib_has_no_pydoc_data_or_tests() -> None:
-    src = open_source(DomainConfig(name="code", source="stdlib"), seed=0)
+    src = open_source(DomainConfig(name="code", source="stdlib"))
     paths = src.files  # type: ignore[attr-defined]
     assert "json/decoder.py" in paths and paths == sorted(paths)
     bad = [p for p in paths if re.search(r"(^|/)(pydoc_data|test|tests|idle_test|site-packages|"
@@ -508,7 +508,8 @@ def _eval(expr: str) -> Fraction:
 
 
 def synth(seed: int, n: int = 4000) -> list[Document]:
-    out = docs_of(DomainConfig(name="math", source="synthetic-math", synthetic_docs=n), seed=seed)
+    out = docs_of(DomainConfig(name="math", source="synthetic-math", synthetic_docs=n,
+                               synthetic_seed=seed))
     assert all(isinstance(d, Document) for d in out)
     return out  # type: ignore[return-value]
 
@@ -543,8 +544,8 @@ def test_synthetic_math_arithmetic_is_right() -> None:
 
 
 def test_synthetic_math_describe() -> None:
-    src = open_source(DomainConfig(name="math", source="synthetic-math", synthetic_docs=10),
-                      seed=5)
+    src = open_source(DomainConfig(name="math", source="synthetic-math", synthetic_docs=10,
+                                   synthetic_seed=5))
     d = src.describe()
     assert d["reader"] == "synthetic-math" and d["synthetic"] is True
     assert d["description"].startswith("SYNTHETIC: ")

@@ -492,6 +492,8 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
         if cfg.overwrite:
             for name in (CKPT_NAME, METRICS_NAME):
                 (out / name).unlink(missing_ok=True)
+            for kept in out.glob("ckpt_*.pt"):  # --keep-ckpt-every copies of the old run
+                kept.unlink()
         if ckpt is not None:
             _truncate_metrics(out / METRICS_NAME, int(ckpt["step"]))
     if d.world > 1:
@@ -531,6 +533,10 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
                       world_size=d.world, max_blocks=cfg.eval_max_blocks, device=device)
 
     raw = model
+    if cfg.compile:
+        # the padded-bmm MoE path reads its capacity with .item(): let dynamo trace it instead
+        # of breaking the graph in every MoE layer
+        torch._dynamo.config.capture_scalar_outputs = True
     train_model: Any = torch.compile(model) if cfg.compile else model
     if d.world > 1:
         # The MoE buffers (noise std, load counts) are kept equal on every rank by the loop
