@@ -25,18 +25,10 @@ import numpy as np
 import shards
 from shards.audit import audit
 from shards.console import Out
-from shards.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    CountsRecord,
-    DomainRecord,
-    LeakageRecord,
-    Manifest,
-    content_hash,
-)
-from shards.tokenizer import EOT_ID, load_gpt2, tokenizer_record
+from shards.format import CountsRecord, SplitRecord, content_hash
+from shards.tokenizer import EOT_ID, load_gpt2
 from shards.verify import verify
-from shards.writer import DocEntry, SplitWriter, write_manifest
+from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
 
 WORDS = ("time year people way day man thing woman life child world school state family student "
          "group country problem hand part place case week company system program question work "
@@ -91,7 +83,8 @@ GENERATORS = {"code": _code_doc, "math": _math_doc, "prose": _prose_doc}
 def generate(root: Path, cfg: BenchConfig) -> Path:
     """Write the 3-domain benchmark dataset under `root`; returns it."""
     enc = load_gpt2()
-    domains = {}
+    splits_by_domain: dict[str, dict[str, SplitRecord]] = {}
+    counts: dict[str, CountsRecord] = {}
     for i, (name, gen) in enumerate(GENERATORS.items()):
         rng = np.random.default_rng([cfg.seed, i])
         texts: list[str] = []
@@ -113,18 +106,12 @@ def generate(root: Path, cfg: BenchConfig) -> Path:
                                       source={"path": f"{name}/{start + k}.txt"})
                              for k, (t, d) in enumerate(zip(batch, ids, strict=True))])
             records[sname] = w.close()
-        domains[name] = DomainRecord(
-            name=name, source={"reader": "shards.bench", "synthetic": True},
-            format_rules=["generated"], shuffle_buffer=1, size_budget_bytes=None,
-            token_budget=None, budget_reached=True, min_chars=1, max_chars=10**9,
-            eval_fraction=1 / cfg.eval_every,
-            counts=CountsRecord(docs_seen=len(texts), docs_kept=len(texts), bytes_kept=size),
-            leakage=LeakageRecord(0, 0, True), splits=records)
-    write_manifest(root, Manifest(
-        format=FORMAT_NAME, format_version=FORMAT_VERSION, recipe={"name": "bench"},
-        config={"bench": vars(cfg)}, seed=cfg.seed, split_salt="bench",
-        block_size=cfg.block_size, shard_tokens=cfg.shard_tokens,
-        tokenizer=tokenizer_record(), domains=domains, leakage_passed=True))
+        splits_by_domain[name] = records
+        counts[name] = CountsRecord(docs_seen=len(texts), docs_kept=len(texts), bytes_kept=size)
+    write_manifest(root, manifest_for(splits_by_domain, origin="shards.bench",
+                                      block_size=cfg.block_size, shard_tokens=cfg.shard_tokens,
+                                      seed=cfg.seed, eval_fraction=1 / cfg.eval_every,
+                                      counts=counts))
     return root
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,16 +15,22 @@ import zstandard
 
 from shards.format import (
     DOC_INDEX_NAME,
+    FORMAT_NAME,
+    FORMAT_VERSION,
     MANIFEST_NAME,
     TOKEN_BYTES,
+    CountsRecord,
     DocIndexRecord,
+    DomainRecord,
     FormatError,
+    LeakageRecord,
     Manifest,
     ShardRecord,
     SplitRecord,
     shard_name,
     split_dir,
 )
+from shards.tokenizer import tokenizer_record
 
 
 @dataclass
@@ -180,3 +186,29 @@ def write_manifest(root: Path, manifest: Manifest) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, final)
     return final
+
+
+def manifest_for(splits: Mapping[str, Mapping[str, SplitRecord]], *, origin: str,
+                 block_size: int, shard_tokens: int, seed: int = 0, eval_fraction: float = 0.0,
+                 shuffle_buffer: int = 1, counts: Mapping[str, CountsRecord] | None = None,
+                 leakage: Mapping[str, LeakageRecord] | None = None) -> Manifest:
+    """The manifest of splits written with SplitWriter outside `prep` (tests, benchmarks).
+
+    `origin` stands in for what prep would record of its run (recipe, source, rules); counts and
+    leakage default to empty and passed.
+    """
+    passed = LeakageRecord(eval_hashes_in_train=0, cross_domain_duplicates=0, passed=True)
+    domains = {
+        name: DomainRecord(
+            name=name, source={"reader": origin, "synthetic": True}, format_rules=[origin],
+            shuffle_buffer=shuffle_buffer, size_budget_bytes=None, token_budget=None, budget_reached=False,
+            min_chars=0, max_chars=0, eval_fraction=eval_fraction,
+            counts=(counts or {}).get(name) or CountsRecord(),
+            leakage=(leakage or {}).get(name) or passed, splits=dict(recs))
+        for name, recs in splits.items()
+    }
+    return Manifest(
+        format=FORMAT_NAME, format_version=FORMAT_VERSION, recipe={"name": origin},
+        config={"origin": origin}, seed=seed, split_salt=origin, block_size=block_size,
+        shard_tokens=shard_tokens, tokenizer=tokenizer_record(), domains=domains,
+        leakage_passed=all(d.leakage.passed for d in domains.values()))

@@ -17,17 +17,9 @@ from typing import Any
 import numpy as np
 import tiktoken
 
-from shards.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    CountsRecord,
-    DomainRecord,
-    LeakageRecord,
-    Manifest,
-    content_hash,
-)
-from shards.tokenizer import encode_document, load_gpt2, tokenizer_record
-from shards.writer import DocEntry, SplitWriter, write_manifest
+from shards.format import CountsRecord, LeakageRecord, SplitRecord, content_hash
+from shards.tokenizer import encode_document, load_gpt2
+from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
 
 Doc = str | tuple[str, dict[str, Any]]
 
@@ -46,10 +38,12 @@ def make_dataset(tmp_path: Path, docs_by_domain_split: Mapping[str, Mapping[str,
     enc = gpt2()
     hashes = {(d, s): {content_hash(_text(x)) for x in docs}
               for d, splits in docs_by_domain_split.items() for s, docs in splits.items()}
-    domains: dict[str, DomainRecord] = {}
+    records: dict[str, dict[str, SplitRecord]] = {}
+    counts: dict[str, CountsRecord] = {}
+    leakage: dict[str, LeakageRecord] = {}
     for dname, splits in docs_by_domain_split.items():
-        records = {}
-        counts = CountsRecord()
+        records[dname] = {}
+        counts[dname] = c = CountsRecord()
         for sname in ("train", "eval"):
             writer = SplitWriter(root, dname, sname, shard_tokens, block_size)
             for i, doc in enumerate(splits.get(sname, [])):
@@ -58,31 +52,21 @@ def make_dataset(tmp_path: Path, docs_by_domain_split: Mapping[str, Mapping[str,
                 nbytes = len(text.encode("utf-8"))
                 writer.add(toks, [DocEntry(tokens=len(toks), chars=len(text), nbytes=nbytes,
                                            sha256=content_hash(text), source=dict(source))])
-                counts.docs_seen += 1
-                counts.docs_kept += 1
-                counts.bytes_seen += nbytes
-                counts.bytes_kept += nbytes
-            records[sname] = writer.close()
+                c.docs_seen += 1
+                c.docs_kept += 1
+                c.bytes_seen += nbytes
+                c.bytes_kept += nbytes
+            records[dname][sname] = writer.close()
         train = hashes.get((dname, "train"), set())
         leaks = len(hashes.get((dname, "eval"), set()) & train)
         others = set().union(*(h for (d, _), h in hashes.items() if d != dname))
         own = train | hashes.get((dname, "eval"), set())
-        domains[dname] = DomainRecord(
-            name=dname, source={"reader": "test-fixture"}, format_rules=["text as given"],
-            shuffle_buffer=1000, size_budget_bytes=None, token_budget=None,
-            budget_reached=False, min_chars=1, max_chars=10000, eval_fraction=0.1,
-            counts=counts,
-            leakage=LeakageRecord(eval_hashes_in_train=leaks,
-                                  cross_domain_duplicates=len(own & others), passed=leaks == 0),
-            splits=records,
-        )
-    manifest = Manifest(
-        format=FORMAT_NAME, format_version=FORMAT_VERSION,
-        recipe={"name": "fixture", "seed": seed, "block_size": block_size},
-        config={"argv": ["tests/shards_fixture.py"]}, seed=seed, split_salt="test-salt",
-        block_size=block_size, shard_tokens=shard_tokens, tokenizer=tokenizer_record(),
-        domains=domains, leakage_passed=all(d.leakage.passed for d in domains.values()),
-    )
+        leakage[dname] = LeakageRecord(eval_hashes_in_train=leaks,
+                                       cross_domain_duplicates=len(own & others),
+                                       passed=leaks == 0)
+    manifest = manifest_for(records, origin="fixture", block_size=block_size,
+                            shard_tokens=shard_tokens, seed=seed, eval_fraction=0.1,
+                            shuffle_buffer=1000, counts=counts, leakage=leakage)
     write_manifest(root, manifest)
     return root
 

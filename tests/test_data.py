@@ -10,16 +10,7 @@ import pytest
 import torch
 
 import shards
-from shards.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    CountsRecord,
-    DomainRecord,
-    LeakageRecord,
-    Manifest,
-)
-from shards.tokenizer import tokenizer_record
-from shards.writer import DocEntry, SplitWriter, write_manifest
+from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
 from train.data import (
     DataError,
     EvalSet,
@@ -34,9 +25,9 @@ def build_dataset(root: Path, streams: dict[str, dict[str, np.ndarray]], *, bloc
                   shard_tokens: int) -> Path:
     """Write a dataset whose token streams are given exactly: {domain: {split: uint16 array}}."""
     root.mkdir(parents=True, exist_ok=True)
-    domains = {}
+    records = {}
     for name, splits in streams.items():
-        recs = {}
+        records[name] = {}
         for split, toks in splits.items():
             w = SplitWriter(root, name, split, shard_tokens, block_size)
             step = 97
@@ -44,16 +35,8 @@ def build_dataset(root: Path, streams: dict[str, dict[str, np.ndarray]], *, bloc
                 chunk = toks[i:i + step].astype(np.uint16)
                 w.add(chunk, [DocEntry(tokens=len(chunk), chars=len(chunk), nbytes=len(chunk),
                                        sha256=f"{name}-{split}-{i}")])
-            recs[split] = w.close()
-        domains[name] = DomainRecord(
-            name=name, source={"reader": "test"}, format_rules=[], shuffle_buffer=1,
-            size_budget_bytes=None, token_budget=None, budget_reached=False, min_chars=1,
-            max_chars=10**6, eval_fraction=0.1, counts=CountsRecord(),
-            leakage=LeakageRecord(eval_hashes_in_train=0, cross_domain_duplicates=0, passed=True),
-            splits=recs)
-    man = Manifest(format=FORMAT_NAME, format_version=FORMAT_VERSION, recipe={}, config={},
-                   seed=0, split_salt="test", block_size=block_size, shard_tokens=shard_tokens,
-                   tokenizer=tokenizer_record(), domains=domains, leakage_passed=True)
+            records[name][split] = w.close()
+    man = manifest_for(records, origin="test", block_size=block_size, shard_tokens=shard_tokens)
     write_manifest(root, man)
     return root
 

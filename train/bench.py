@@ -54,37 +54,20 @@ def rss_anon_kib() -> int | None:
 
 def make_synthetic_dataset(root: Path, tokens_per_domain: int, seed: int) -> Path:
     """Three domains of random tokens, 1M-token shards (only for the benchmark)."""
-    from shards.format import (
-        FORMAT_NAME,
-        FORMAT_VERSION,
-        CountsRecord,
-        DomainRecord,
-        LeakageRecord,
-        Manifest,
-    )
-    from shards.tokenizer import tokenizer_record
-    from shards.writer import DocEntry, SplitWriter, write_manifest
+    from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
 
     rng = np.random.default_rng(seed)
-    domains = {}
+    records = {}
     for name in ("code", "math", "prose"):
-        recs = {}
+        records[name] = {}
         for split, n in (("train", tokens_per_domain), ("eval", 1 << 16)):
             w = SplitWriter(root, name, split, shard_tokens=1 << 20, block_size=512)
             for i in range(0, n, 1 << 20):
                 toks = rng.integers(0, 50256, size=min(1 << 20, n - i), dtype=np.uint16)
                 w.add(toks, [DocEntry(tokens=len(toks), chars=0, nbytes=0, sha256=f"{i}")])
-            recs[split] = w.close()
-        domains[name] = DomainRecord(
-            name=name, source={"reader": "bench-synthetic"}, format_rules=[], shuffle_buffer=1,
-            size_budget_bytes=None, token_budget=None, budget_reached=False, min_chars=0,
-            max_chars=0, eval_fraction=0.0, counts=CountsRecord(),
-            leakage=LeakageRecord(eval_hashes_in_train=0, cross_domain_duplicates=0, passed=True),
-            splits=recs)
-    write_manifest(root, Manifest(
-        format=FORMAT_NAME, format_version=FORMAT_VERSION, recipe={"name": "bench"}, config={},
-        seed=seed, split_salt="bench", block_size=512, shard_tokens=1 << 20,
-        tokenizer=tokenizer_record(), domains=domains, leakage_passed=True))
+            records[name][split] = w.close()
+    write_manifest(root, manifest_for(records, origin="train.bench", block_size=512,
+                                      shard_tokens=1 << 20, seed=seed))
     return root
 
 
