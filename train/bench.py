@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
 import shards
+from shards.console import Out
 from train.data import TrainSampler
 
 
@@ -167,22 +166,6 @@ def _train_step(model: Any, opt: Any, sampler: TrainSampler, ctx: Any, mcfg: Any
     opt.zero_grad(set_to_none=True)
 
 
-def _table(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
-    if console.is_terminal:
-        t = Table(title=title, title_justify="left")
-        for i, h in enumerate(header):
-            t.add_column(h, justify="left" if i == 0 else "right")
-        for r in rows:
-            t.add_row(*r)
-        console.print(t)
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(title)
-    for r in [header, *rows]:
-        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m train.bench", description=__doc__.split("\n\n")[0],
@@ -201,36 +184,37 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(**vars(p.parse_args(argv)))
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
-    console = Console(highlight=False)
+    out = Out()
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         root = Path(cfg.data) if cfg.data else make_synthetic_dataset(Path(tmp), 16 << 20,
                                                                        cfg.seed)
         ds = shards.open(root)
 
         rows = bench_sampler(ds, cfg)
-        _table(console, f"1. sampler, B={cfg.batch_size} T={cfg.block_size}, "
-               f"{cfg.batches:,} batches ({root})",
-               ["sampler", "batches/s", "vs nanoGPT", "RssAnon growth"],
-               [[r["name"], f"{r['batches_per_s']:,.0f}", f"{r['speedup']:.1f}x",
-                 "n/a" if r["rss_anon_growth_kib"] is None
-                 else f"{r['rss_anon_growth_kib']:+,} KiB"] for r in rows])
+        out.table(f"1. sampler, B={cfg.batch_size} T={cfg.block_size}, "
+                  f"{cfg.batches:,} batches ({root})",
+                  ["sampler", "batches/s", "vs nanoGPT", "RssAnon growth"],
+                  [[r["name"], f"{r['batches_per_s']:,.0f}", f"{r['speedup']:.1f}x",
+                    "n/a" if r["rss_anon_growth_kib"] is None
+                    else f"{r['rss_anon_growth_kib']:+,} KiB"] for r in rows])
 
         if not cfg.skip_layer:
             try:
                 from train.bench_layer import print_table, run_layer_bench
             except ImportError as e:
-                console.print(f"2. MoE layer benchmark skipped: train.bench_layer is not "
-                              f"importable ({e})")
+                out.line(f"2. MoE layer benchmark skipped: train.bench_layer is not "
+                         f"importable ({e})")
             else:
-                print("2. MoE layer")
+                out.line("2. MoE layer")
                 print_table(run_layer_bench(device=str(device)))
 
         rows = bench_train(ds, cfg, device)
-        _table(console, f"3. training tokens/s on {device}, batch {cfg.train_batch_size}",
-               ["model", "params", "active", "tokens/s", "vs dense"],
-               [[r["name"], f"{r['params'] / 1e6:.2f}M", f"{r['active_params'] / 1e6:.2f}M",
-                 f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x"]
-                for r in rows])
+        out.table(f"3. training tokens/s on {device}, batch {cfg.train_batch_size}",
+                  ["model", "params", "active", "tokens/s", "vs dense"],
+                  [[r["name"], f"{r['params'] / 1e6:.2f}M", f"{r['active_params'] / 1e6:.2f}M",
+                    f"{r['tokens_per_s']:,.0f}",
+                    f"{r['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x"]
+                   for r in rows])
     return 0
 
 

@@ -34,11 +34,10 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import shards  # noqa: E402
+from shards.console import Out  # noqa: E402
 from shards.format import FormatError  # noqa: E402
 from train.checkpoint import (  # noqa: E402
     CKPT_NAME,
@@ -282,8 +281,7 @@ class Logger:
     def __init__(self, out: Path, enabled: bool) -> None:
         self.enabled = enabled
         self.path = out / METRICS_NAME
-        self.console = Console(highlight=False)
-        self.rich = self.console.is_terminal
+        self.out = Out()
 
     def record(self, rec: dict[str, Any]) -> None:
         if not self.enabled:
@@ -294,28 +292,15 @@ class Logger:
     def line(self, text: str, style: str | None = None) -> None:
         if not self.enabled:
             return
-        if self.rich:
-            self.console.print(text, style=style)
+        if self.out.console is not None:
+            self.out.console.print(text, style=style, markup=False)
         else:
             print(text, flush=True)
 
     def table(self, title: str, header: list[str], rows: list[list[str]]) -> None:
-        if not self.enabled:
-            return
-        if self.rich:
-            t = Table(title=title, title_justify="left")
-            for i, h in enumerate(header):
-                t.add_column(h, justify="left" if i == 0 else "right")
-            for r in rows:
-                t.add_row(*r)
-            self.console.print(t)
-            return
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        print(title, flush=False)
-        for r in [header, *rows]:
-            print("  " + "  ".join(c.rjust(w) if i else c.ljust(w)
-                                   for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        sys.stdout.flush()
+        if self.enabled:
+            self.out.table(title, header, rows)
+            self.out.file.flush()
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -134,17 +134,15 @@ def run_label(run_dir: Path, metrics: list[dict[str, Any]]) -> str:
 
 
 def load_model(path: Path, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    from train.checkpoint import CheckpointError, load_checkpoint
     from train.model import GPT, GPTConfig
 
     if not path.is_file():
         raise ReportError(f"{path}: no checkpoint here; train the run first (train/moe.py)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises pickle/zip/runtime errors for damaged files
-        raise ReportError(f"{path}: not a readable checkpoint ({e})") from e
-    for key in ("model", "model_config"):
-        if key not in ckpt:
-            raise ReportError(f"{path}: checkpoint lacks key {key!r}")
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ReportError(str(e)) from e
     mc = dict(ckpt["model_config"])
     if isinstance(mc.get("moe_layers"), list):
         mc["moe_layers"] = tuple(mc["moe_layers"])
