@@ -120,7 +120,7 @@ def run(cfg: PrepConfig, reporter: Reporter) -> Manifest:
         finally:
             # on Ctrl-C or an error, drop queued batches instead of tokenizing them first
             pool.shutdown(wait=True, cancel_futures=True)
-        leakage_ok = _check_leakage(records, hashes)
+        leakage_ok = _check_leakage(records, hashes, all_train=earlier[TRAIN])
         elapsed = time.perf_counter() - t0
         total_tokens = sum(s.tokens for r in records.values() for s in r.splits.values())
         total_bytes = sum(r.counts.bytes_kept for r in records.values())
@@ -237,7 +237,6 @@ class DomainBuilder:
                 f"{splits[TRAIN].docs + splits[EVAL].docs} documents kept); raise the size budget "
                 "(--size-mb), raise --eval-fraction, or lower --min-eval-docs"
             )
-        eval_in_train = len(hashes[EVAL] & hashes[TRAIN])
         record = DomainRecord(
             name=d.name,
             source=source.describe(),
@@ -250,8 +249,7 @@ class DomainBuilder:
             max_chars=d.max_chars,
             eval_fraction=d.eval_fraction,
             counts=self.counts,
-            leakage=LeakageRecord(eval_hashes_in_train=eval_in_train, cross_domain_duplicates=0,
-                                  passed=eval_in_train == 0),
+            leakage=LeakageRecord(0, 0, False),  # set by _check_leakage over all domains
             splits=splits,
         )
         self.reporter.end_domain(d.name, record)
@@ -375,10 +373,9 @@ class DomainBuilder:
 # ------------------------------------------------------------------------------ checks, output
 
 
-def _check_leakage(records: dict[str, DomainRecord],
-                   hashes: dict[str, dict[str, set[bytes]]]) -> bool:
+def _check_leakage(records: dict[str, DomainRecord], hashes: dict[str, dict[str, set[bytes]]],
+                   *, all_train: set[bytes]) -> bool:
     """No eval hash in any train split (any domain); count documents shared across domains."""
-    all_train: set[bytes] = set().union(*(h[TRAIN] for h in hashes.values()))
     ok = True
     for name, rec in records.items():
         mine = hashes[name][TRAIN] | hashes[name][EVAL]
