@@ -75,6 +75,22 @@ def _text(doc: Doc) -> str:
     return doc if isinstance(doc, str) else doc[0]
 
 
+# Three toy domains with disjoint-looking vocabularies, for routing and training tests.
+VOCABS = {
+    "code": ["def", "x", "return", "(", ")", ":", "import", "self", "if", "for", "in", "="],
+    "math": ["1", "2", "+", "=", "solve", "x", "7", "*", "answer", "3", "/", "5"],
+    "prose": ["the", "cat", "sat", "on", "a", "mat", "and", "then", "slept", "well", "."],
+}
+
+
+def domain_docs(rng: np.random.Generator, n_train: int, n_eval: int,
+                n_words: int = 50) -> dict[str, dict[str, list[str]]]:
+    """{domain: {split: documents}} of VOCABS words, for make_dataset."""
+    return {d: {"train": [words_doc(rng, n_words, v) for _ in range(n_train)],
+                "eval": [words_doc(rng, n_words, v) for _ in range(n_eval)]}
+            for d, v in VOCABS.items()}
+
+
 def words_doc(rng: np.random.Generator, n_words: int, vocab: Sequence[str]) -> str:
     """A document of `n_words` words drawn from `vocab` (seeded, for generated test data)."""
     return " ".join(vocab[i] for i in rng.integers(0, len(vocab), n_words)) + "\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shards_fixture import make_dataset, words_doc
+from shards_fixture import domain_docs, make_dataset
 
 import shards
 from shards.format import Manifest
@@ -21,20 +21,13 @@ from train.data import EvalSet
 from train.model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[1]
-VOCABS = {
-    "code": ["def", "x", "return", "(", ")", ":", "import", "self", "if", "for", "in", "="],
-    "math": ["1", "2", "+", "=", "solve", "x", "7", "*", "answer", "3", "/", "5"],
-    "prose": ["the", "cat", "sat", "on", "a", "mat", "and", "then", "slept", "well", "."],
-}
 # a very small model on a 16-token context; MoE in layer 1 with 4 experts
 SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
          "--lr", "3e-3", "--n-experts", "4", "--moe-layers", "1", "--eval-batch-size", "8"]
 
 
 def _docs(seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    return {d: {"train": [words_doc(rng, 50, v) for _ in range(30)],
-                "eval": [words_doc(rng, 50, v) for _ in range(4)]} for d, v in VOCABS.items()}
+    return domain_docs(np.random.default_rng(seed), 30, 4)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from shards_fixture import make_dataset, words_doc
+from shards_fixture import domain_docs, make_dataset
 
 from shards.tokenizer import load_gpt2
 from train import moe, report
@@ -197,11 +197,6 @@ def test_format_rule_and_pair_encoding(enc):
 
 # --------------------------------------------------------------------------- the CLI
 
-VOCABS = {
-    "code": ["def", "x", "return", "(", ")", ":", "import", "self", "if", "for", "in", "="],
-    "math": ["1", "2", "+", "=", "solve", "x", "7", "*", "answer", "3", "/", "5"],
-    "prose": ["the", "cat", "sat", "on", "a", "mat", "and", "then", "slept", "well", "."],
-}
 SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
          "--lr", "3e-3", "--moe-layers", "1,3", "--eval-batch-size", "8", "--device", "cpu"]
 
@@ -209,9 +204,7 @@ SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmu
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     tmp = tmp_path_factory.mktemp("report")
-    rng = np.random.default_rng(0)
-    docs = {d: {"train": [words_doc(rng, 50, v) for _ in range(20)],
-                "eval": [words_doc(rng, 50, v) for _ in range(4)]} for d, v in VOCABS.items()}
+    docs = domain_docs(np.random.default_rng(0), 20, 4)
     data = make_dataset(tmp, docs, shard_tokens=256, block_size=16)
     top2, dense = tmp / "top2", tmp / "dense"
     common = ["--data", str(data), "--max-steps", "4", "--eval-every", "2", *SMALL]
