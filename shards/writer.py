@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import zstandard
 
+from shards import atomic
 from shards.format import (
     DOC_INDEX_NAME,
     FORMAT_NAME,
@@ -177,15 +178,8 @@ class _HashingWriter:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:
-    """Write ``root/manifest.json`` atomically: a temporary file, fsync, then rename."""
-    final = Path(root) / MANIFEST_NAME
-    tmp = final.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(manifest.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    return final
+    """Write ``root/manifest.json`` atomically and durably (`shards.atomic`)."""
+    return atomic.write_text(Path(root) / MANIFEST_NAME, manifest.to_json())
 
 
 def manifest_for(splits: Mapping[str, Mapping[str, SplitRecord]], *, origin: str,

@@ -1,42 +1,23 @@
-"""Shared fixtures: small recipes on local files, and datasets written by the real `prep`."""
+"""Shared fixtures: small recipes on local files, and datasets written by the real `prep`.
+
+Every test process runs torch on one thread: the machine has two cores, and torch's default
+pool per process oversubscribes them (the report tests ran 6x slower). Set here, before any
+test module imports torch (which reads OMP_NUM_THREADS once, at import), so it holds for every
+file run alone and for the subprocesses tests start.
+"""
 
 from __future__ import annotations
 
-import json
-import random
-from pathlib import Path
+import os
 
-import pytest
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-from prep.__main__ import main as prep_main
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-WORDS = ("the of and to in is was for on that with as by at from his her an which be this "
-         "are were it its has had not but also they one two first new after more time year "
-         "city river music school war game team film series album song road station church "
-         "court king party state world life during between under over about into where when").split()
-
-
-def random_doc(rng: random.Random, lo: int = 60, hi: int = 160) -> str:
-    n = rng.randint(lo, hi)
-    words = [rng.choice(WORDS) for _ in range(n)]
-    words[0] = words[0].capitalize()
-    return " ".join(words) + "."
-
-
-def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i, d in enumerate(docs):
-            f.write(json.dumps({"id": i, field: d}) + "\n")
-    return path
-
-
-def write_recipe(path: Path, domains: dict[str, dict], **top) -> Path:
-    lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
-    for name, table in domains.items():
-        lines.append(f"\n[domains.{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+import pytest  # noqa: E402
+from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe  # noqa: E402
 
 
 @pytest.fixture
@@ -56,10 +37,6 @@ def jsonl_recipe(tmp_path: Path):
         return write_recipe(tmp_path / "recipe.toml", domains, seed=3, block_size=16)
 
     return make
-
-
-def run_prep(*args: str) -> int:
-    return prep_main([*args, "--quiet"])
 
 
 @pytest.fixture(scope="session")

@@ -30,15 +30,6 @@ def _docs(seed: int) -> dict:
     return domain_docs(np.random.default_rng(seed), 30, 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops run far faster on one thread (and the CI box may be busy); restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("loop"), _docs(0), shard_tokens=256,

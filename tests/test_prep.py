@@ -16,7 +16,7 @@ from prep.pipeline import TMP_PREFIX
 from shards.format import MANIFEST_NAME, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
 from shards.writer import SplitWriter
-from tests.conftest import random_doc, run_prep, write_jsonl, write_recipe
+from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe
 
 
 def manifest(out: Path) -> dict:

@@ -229,7 +229,7 @@ def test_corrupt_doc_index_names_the_file(root: Path) -> None:
 
 
 def test_reads_back_exactly_the_documents_prep_wrote(tmp_path: Path) -> None:
-    from tests.conftest import random_doc, run_prep, write_jsonl, write_recipe
+    from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe
 
     rng = __import__("random").Random(11)
     docs = [random_doc(rng) for _ in range(400)]
