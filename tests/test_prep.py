@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import zstandard
+from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe
 
 import prep.pipeline
 from prep.pipeline import TMP_PREFIX
 from shards.format import MANIFEST_NAME, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
 from shards.writer import SplitWriter
-from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe
 
 
 def manifest(out: Path) -> dict:
