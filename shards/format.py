@@ -237,7 +237,7 @@ class Manifest:
         """A hash of the data itself (every shard's and index's checksum and the tokenizer).
 
         Two manifests with the same fingerprint describe byte-identical token streams, whatever
-        their run timings; checkpoints record it to refuse resuming on other data.
+        their run timings and whichever directory holds the files; checkpoints record it to refuse resuming on other data.
         """
         h = hashlib.sha256()
         h.update(self.tokenizer.ranks_sha256.encode())
@@ -245,6 +245,6 @@ class Manifest:
             for split in SPLITS:
                 rec = self.domains[name].splits[split]
                 h.update(f"{name}/{split}/{rec.tokens}/{rec.doc_index.sha256}".encode())
-                for s in rec.shards:
-                    h.update(f"{s.path}:{s.sha256}".encode())
+                for i, s in enumerate(rec.shards):  # by position: where the files lie is not data
+                    h.update(f"{i}:{s.tokens}:{s.sha256}".encode())
         return h.hexdigest()
