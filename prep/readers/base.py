@@ -1,0 +1,114 @@
+"""What every reader is: partitions planned in the coordinator, read in a worker.
+
+A reader turns one `[domains.<name>]` table of the recipe into documents. It does two jobs in
+two places:
+
+- in the coordinator, once: check what can be checked cheaply (files exist, the Hub or its local
+  cache answers, a ZIP opens) and list the source's **partitions**: the units of work, in the
+  source's natural order, known before any record is read (a group of small files, a byte range
+  of a large plain file, a shard of a Hub dataset, a range of generated problems). The list
+  depends only on the input, never on --workers, the executor or a resume;
+- in a worker, per task: :meth:`Reader.read` streams one partition's records as
+  :class:`Document` or :class:`BadRecord`. A worker builds its own reader from the same
+  :class:`~prep.recipe.DomainConfig` and :class:`ReadSettings` (``probe=False``), so a reader
+  never needs to be pickled, and everything a worker must know that the coordinator resolved
+  (a Hub revision, a snapshot directory, a downloaded file) travels in ``Partition.spec``.
+
+Anything that makes the whole source unusable raises :class:`SourceError` naming the domain,
+the file/URL/dataset and the fix; a single unreadable record is a :class:`BadRecord` that the
+task counts and skips (up to --max-bad-fraction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prep.recipe import DomainConfig
+
+DEFAULT_PARTITION_BYTES = 32 << 20  # target size of one partition (one task) of file input
+
+
+@dataclass
+class Document:
+    text: str  # the formatted document (the task applies the length filters)
+    source: dict[str, Any] = field(default_factory=dict)  # small JSON-serialisable provenance
+
+
+@dataclass
+class BadRecord:
+    reason: str  # names the file and row/line, what is wrong and the fix
+
+
+class SourceError(Exception):
+    """A source that cannot be read at all; the message names domain, origin and the fix."""
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How readers cut and fetch their input; the same in the coordinator and every worker."""
+
+    partition_bytes: int = DEFAULT_PARTITION_BYTES
+    cache_dir: str | None = None  # downloads (the MathQA ZIP) go here; shared by all nodes
+    probe: bool = True  # coordinator: check reachability and inputs; workers: False
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of work of one domain's source; JSON-serialisable (it goes into the plan)."""
+
+    index: int  # position in the source's natural order (0, 1, ...)
+    key: str  # stable, unique within the domain, human-readable: "a.jsonl", "b.jsonl@0+33554432"
+    spec: dict[str, Any]  # what the reader needs to read it in a worker
+    identity: str  # the input's identity for resume checks: sizes and mtimes, a revision, a hash
+    size: int | None = None  # bytes of input, where known (progress only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "key": self.key, "spec": self.spec,
+                "identity": self.identity, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Partition:
+        return cls(index=int(d["index"]), key=str(d["key"]), spec=dict(d["spec"]),
+                   identity=str(d["identity"]), size=d.get("size"))
+
+
+class Reader:
+    """Base of every reader; see the module docstring. Subclasses set `name`."""
+
+    name: str = "?"
+
+    def __init__(self, cfg: DomainConfig, settings: ReadSettings) -> None:
+        self.cfg = cfg
+        self.domain = cfg.name
+        self.settings = settings
+
+    def partitions(self) -> list[Partition]:
+        """The source's partitions in natural order (coordinator; may be called in workers)."""
+        raise NotImplementedError
+
+    def read(self, partition: Partition) -> Iterator[Document | BadRecord]:
+        """Stream one partition's records, in order (worker)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's `domains.<d>.source` record: reader, dataset/files with checksums."""
+        raise NotImplementedError
+
+    def format_rules(self) -> list[str]:
+        """How records became documents, in words (the manifest's `format_rules`)."""
+        raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        """Lines worth telling the person running prep (e.g. "read from the local Hub cache")."""
+        return []
+
+    def _error(self, message: str) -> SourceError:
+        return SourceError(f"[domains.{self.domain}] {message}")
+
+
+def as_path(p: str | Path) -> Path:
+    return p if isinstance(p, Path) else Path(p)
