@@ -1,117 +1,161 @@
-"""What a prep run tells the person watching: rich progress on a terminal, plain lines otherwise."""
+"""What a prep run tells the person watching: rich progress on a terminal, plain lines otherwise.
+
+Fed by the tasks' completion records (their counters), so it works the same under every
+executor: per domain, tasks done of those planned, documents, MB of text and tokens/s.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shards.format import DomainRecord, Manifest
+from shards.format import Manifest
+
+if TYPE_CHECKING:
+    from prep.parts import TaskRecord
+    from prep.plan import Plan
+
+
+@dataclass
+class _Domain:
+    planned: int
+    tasks: int = 0
+    docs: int = 0
+    bytes: int = 0
+    tokens: int = 0
 
 
 class Reporter:
-    """Silent reporter (`--quiet`); the base of the others."""
+    """Silent reporter (`--quiet`); the base of the others. Keeps the per-domain tallies."""
 
-    def start_domain(self, name: str, budget_bytes: int | None) -> None: ...
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.domains: dict[str, _Domain] = {}
 
-    def update(self, name: str, *, docs: int, nbytes: int, tokens: int) -> None: ...
+    def note(self, line: str) -> None: ...
 
-    def end_domain(self, name: str, record: DomainRecord) -> None: ...
+    def start(self, plan: Plan, done: dict[str, TaskRecord]) -> None:
+        self.t0 = time.perf_counter()
+        self.domains = {d.name: _Domain(planned=len(d.partitions)) for d in plan.domains}
+
+    def task_done(self, domain: str, record: TaskRecord) -> None:
+        d = self.domains.setdefault(domain, _Domain(planned=0))
+        d.tasks += 1
+        d.docs += record.counts.docs
+        d.bytes += record.counts.bytes
+        d.tokens += record.counts.tokens
+
+    def assembling(self, jobs: int) -> None: ...
 
     def summary(self, manifest: Manifest, out: str) -> None: ...
 
     def close(self) -> None: ...
 
+    def rate(self, d: _Domain) -> float:
+        return d.tokens / max(time.perf_counter() - self.t0, 1e-9)
+
 
 class PlainReporter(Reporter):
-    """One log line per domain event and every few seconds: for logs and pipes."""
+    """A line per event, throttled to one every few seconds per domain: for logs and pipes."""
 
     def __init__(self, stream: TextIO | None = None, every_s: float = 5.0) -> None:
+        super().__init__()
         self.stream = stream or sys.stdout
         self.every_s = every_s
-        self._t0: dict[str, float] = {}
-        self._last = 0.0
+        self._last: dict[str, float] = {}
 
     def _line(self, msg: str) -> None:
         print(f"[prep] {msg}", file=self.stream, flush=True)
 
-    def start_domain(self, name: str, budget_bytes: int | None) -> None:
-        self._t0[name] = self._last = time.perf_counter()
-        budget = f"{budget_bytes / 1e6:g} MB" if budget_bytes else "no byte budget"
-        self._line(f"{name}: started ({budget})")
+    def note(self, line: str) -> None:
+        self._line(line)
 
-    def update(self, name: str, *, docs: int, nbytes: int, tokens: int) -> None:
+    def start(self, plan: Plan, done: dict[str, TaskRecord]) -> None:
+        super().start(plan, done)
+        for d in plan.domains:
+            budget = (f"{d.cfg.size_mb:g} MB" if d.cfg.size_mb is not None else "") + (
+                f" {d.cfg.size_tokens} tokens" if d.cfg.size_tokens is not None else "")
+            self._line(f"{d.name}: {len(d.partitions)} partitions, budget {budget.strip()}")
+
+    def task_done(self, domain: str, record: TaskRecord) -> None:
+        super().task_done(domain, record)
         now = time.perf_counter()
-        if now - self._last >= self.every_s:
-            self._last = now
-            rate = tokens / max(now - self._t0[name], 1e-9)
-            self._line(f"{name}: {docs} docs, {nbytes / 1e6:.2f} MB, {tokens} tokens, "
-                       f"{rate:,.0f} tokens/s")
+        if now - self._last.get(domain, 0.0) >= self.every_s:
+            self._last[domain] = now
+            d = self.domains[domain]
+            self._line(f"{domain}: {d.tasks}/{d.planned} tasks, {d.docs:,} docs, "
+                       f"{d.bytes / 1e6:.2f} MB, {self.rate(d):,.0f} tokens/s")
 
-    def end_domain(self, name: str, record: DomainRecord) -> None:
-        dt = time.perf_counter() - self._t0[name]
-        tr, ev = record.splits["train"], record.splits["eval"]
-        self._line(f"{name}: done in {dt:.1f}s: train {tr.docs} docs {tr.tokens} tokens, "
-                   f"eval {ev.docs} docs {ev.tokens} tokens")
+    def assembling(self, jobs: int) -> None:
+        self._line(f"committed; writing shards and indexes ({jobs} jobs)")
 
     def summary(self, manifest: Manifest, out: str) -> None:
         Console(file=self.stream, width=120, no_color=True).print(summary_table(manifest))
-        self._line(f"wrote {out}/manifest.json ({manifest.run.get('tokens_per_s', 0):,.0f} "
-                   f"tokens/s over {manifest.run.get('seconds', 0):.1f}s)")
+        self._line(_wrote(manifest, out))
 
 
 class RichReporter(Reporter):
-    """A live progress bar per domain: documents, MB against the budget, tokens/s."""
+    """A live progress bar per domain: tasks done/planned, documents, MB, tokens/s."""
 
     def __init__(self, console: Console | None = None) -> None:
+        super().__init__()
         self.console = console or Console()
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<8}"),
-            BarColumn(),
-            TextColumn("{task.fields[docs]:>8} docs"),
-            TextColumn("{task.completed:>8.2f}/{task.total:.2f} MB"),
-            TextColumn("{task.fields[rate]:>10} tok/s"),
-            TimeElapsedColumn(),
-            console=self.console,
-        )
-        self.tasks: dict[str, TaskID] = {}
-        self._t0: dict[str, float] = {}
+            TextColumn("[bold]{task.description:<8}"), BarColumn(),
+            TextColumn("{task.completed:>5.0f}/{task.total:.0f} tasks"),
+            TextColumn("{task.fields[docs]:>9} docs"), TextColumn("{task.fields[mb]:>8} MB"),
+            TextColumn("{task.fields[rate]:>11} tok/s"), TimeElapsedColumn(),
+            console=self.console)
+        self.bars: dict[str, TaskID] = {}
+
+    def note(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+    def start(self, plan: Plan, done: dict[str, TaskRecord]) -> None:
+        super().start(plan, done)
         self.progress.start()
+        for d in plan.domains:
+            self.bars[d.name] = self.progress.add_task(d.name, total=len(d.partitions), docs=0,
+                                                       mb="0.00", rate="-")
 
-    def start_domain(self, name: str, budget_bytes: int | None) -> None:
-        total = (budget_bytes or 0) / 1e6 or None
-        self.tasks[name] = self.progress.add_task(name, total=total, docs=0, rate="-")
-        self._t0[name] = time.perf_counter()
+    def task_done(self, domain: str, record: TaskRecord) -> None:
+        super().task_done(domain, record)
+        d = self.domains[domain]
+        if domain in self.bars:
+            self.progress.update(self.bars[domain], completed=d.tasks, docs=f"{d.docs:,}",
+                                 mb=f"{d.bytes / 1e6:.2f}", rate=f"{self.rate(d):,.0f}")
 
-    def update(self, name: str, *, docs: int, nbytes: int, tokens: int) -> None:
-        rate = tokens / max(time.perf_counter() - self._t0[name], 1e-9)
-        self.progress.update(self.tasks[name], completed=nbytes / 1e6, docs=docs,
-                             rate=f"{rate:,.0f}")
-
-    def end_domain(self, name: str, record: DomainRecord) -> None:
-        task = self.progress.tasks[self.tasks[name]]
-        self.progress.update(self.tasks[name], total=task.completed)
+    def assembling(self, jobs: int) -> None:
+        self.progress.stop()
+        self.console.print(f"committed; writing shards and indexes ({jobs} jobs)")
 
     def summary(self, manifest: Manifest, out: str) -> None:
         self.close()
         self.console.print(summary_table(manifest))
-        self.console.print(f"wrote [bold]{out}/manifest.json[/] "
-                           f"({manifest.run.get('tokens_per_s', 0):,.0f} tokens/s over "
-                           f"{manifest.run.get('seconds', 0):.1f}s)")
+        self.console.print(_wrote(manifest, out), markup=False)
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def _wrote(manifest: Manifest, out: str) -> str:
+    r = manifest.run
+    return (f"wrote {out}/manifest.json ({r.get('tokens_per_s', 0):,.0f} tokens/s over "
+            f"{r.get('seconds', 0):.1f}s; {r.get('tasks_done', 0)} tasks, "
+            f"{r.get('tasks_reused', 0)} reused)")
 
 
 def summary_table(manifest: Manifest) -> Table:
     t = Table(title=f"prep: {manifest.recipe.get('name')} (seed {manifest.seed}, "
                     f"block {manifest.block_size})")
     for col in ("domain", "split", "docs", "tokens", "blocks", "MB text", "shards",
-                "filtered", "dedup", "bad"):
+                "partitions", "filtered", "dedup", "bad"):
         t.add_column(col, justify="left" if col in ("domain", "split") else "right")
     for name, rec in manifest.domains.items():
         c = rec.counts
@@ -119,6 +163,8 @@ def summary_table(manifest: Manifest) -> Table:
             first = split == "train"
             t.add_row(name if first else "", split, f"{s.docs:,}", f"{s.tokens:,}",
                       f"{s.blocks:,}", f"{s.bytes_text / 1e6:.2f}", str(len(s.shards)),
+                      (f"{rec.order.get('partitions_read', '?')}/"
+                       f"{rec.order.get('partitions_planned', '?')}") if first else "",
                       f"{c.docs_filtered:,}" if first else "",
                       f"{c.docs_deduplicated:,}" if first else "",
                       f"{c.docs_bad:,}" if first else "")

@@ -18,17 +18,27 @@ Built-in recipes live in ``prep/recipes/<name>.toml``.
 from __future__ import annotations
 
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prep.config import (
+    DEFAULT_EVAL_FRACTION,
+    DEFAULT_INTERLEAVE,
+    DEFAULT_SHUFFLE_DOCS,
+    DEFAULT_SHUFFLE_MB,
+    DEFAULT_SIZE_MB,
+    PrepConfig,
+)
+from prep.readers import GROUP_NAMES as GROUPS
+from prep.readers import SOURCE_NAMES as SOURCES
 from shards.format import check_domain_name
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 DEFAULT_RECIPE = "sample"
 DEFAULT_SPLIT_SALT = "moe-shards-split-v1"
-SOURCES = ("hf", "json", "parquet", "text", "mathqa", "stdlib", "pydoc", "synthetic-math")
-GROUPS = ("wikitext",)
 
 # Per-domain character filters when a recipe gives none, by domain name (else "default").
 DEFAULT_CHAR_LIMITS: dict[str, tuple[int, int]] = {
@@ -63,23 +73,33 @@ class DomainConfig:
     min_chars: int | None = None
     max_chars: int | None = None
     eval_fraction: float | None = None
-    shuffle_buffer: int | None = None
+    shuffle_buffer: int | None = None  # documents in each task's shuffle buffer
+    shuffle_buffer_mb: float | None = None  # ... and at most this many MB of text
+    interleave: int | None = None  # partitions a domain's stream draws from at a time
     synthetic_docs: int = 3000  # synthetic-math: how many problems the generator makes
     synthetic_seed: int = 42  # synthetic-math: generator seed (NOT the shuffle seed: the corpus,
     #                           and so its eval set, must not change with --seed)
 
-    def resolved(self, *, size_mb: float, eval_fraction: float) -> DomainConfig:
-        lo, hi = DEFAULT_CHAR_LIMITS.get(self.name, DEFAULT_CHAR_LIMITS["default"])
+    def resolved(self, cli: PrepConfig) -> DomainConfig:
+        """This domain with the command line's overrides and every default filled in."""
         out = DomainConfig(**asdict(self))
+        for key in ("size_mb", "size_tokens", "eval_fraction", "shuffle_buffer",
+                    "shuffle_buffer_mb", "interleave"):
+            if getattr(cli, key) is not None:
+                setattr(out, key, getattr(cli, key))
         if out.size_mb is None and out.size_tokens is None:
-            out.size_mb = size_mb  # a token budget alone means no byte budget
-        out.min_chars = self.min_chars if self.min_chars is not None else lo
-        out.max_chars = self.max_chars if self.max_chars is not None else hi
-        out.eval_fraction = self.eval_fraction if self.eval_fraction is not None else eval_fraction
+            out.size_mb = DEFAULT_SIZE_MB  # a token budget alone means no byte budget
+        lo, hi = DEFAULT_CHAR_LIMITS.get(self.name, DEFAULT_CHAR_LIMITS["default"])
+        out.min_chars = lo if out.min_chars is None else out.min_chars
+        out.max_chars = hi if out.max_chars is None else out.max_chars
+        if out.eval_fraction is None:
+            out.eval_fraction = DEFAULT_EVAL_FRACTION
         if out.shuffle_buffer is None:
-            # max(1000, size_mb * 200); a token budget counts ~4 bytes of text per token
-            mb = out.size_mb if out.size_mb is not None else out.size_tokens * 4 / 1e6
-            out.shuffle_buffer = max(1000, int(mb * 200))
+            out.shuffle_buffer = DEFAULT_SHUFFLE_DOCS
+        if out.shuffle_buffer_mb is None:
+            out.shuffle_buffer_mb = DEFAULT_SHUFFLE_MB
+        if out.interleave is None:
+            out.interleave = DEFAULT_INTERLEAVE
         out.validate()
         return out
 
@@ -99,8 +119,14 @@ class DomainConfig:
             raise RecipeError(f"{where}: size_tokens must be > 0")
         if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
             raise RecipeError(f"{where}: eval_fraction must be in (0, 1)")
-        if self.shuffle_buffer is not None and self.shuffle_buffer < 1:
-            raise RecipeError(f"{where}: shuffle_buffer must be >= 1")
+        for key in ("shuffle_buffer", "interleave", "synthetic_docs"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise RecipeError(f"{where}: {key} must be >= 1, got {getattr(self, key)}")
+        if self.shuffle_buffer_mb is not None and self.shuffle_buffer_mb <= 0:
+            raise RecipeError(f"{where}: shuffle_buffer_mb must be > 0")
+        for key in ("min_chars", "max_chars"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise RecipeError(f"{where}: {key} must be >= 0, got {getattr(self, key)}")
         if (self.min_chars is not None and self.max_chars is not None
                 and self.min_chars > self.max_chars):
             raise RecipeError(f"{where}: min_chars > max_chars")
@@ -175,20 +201,47 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
         t = dict(table)
         if isinstance(t.get("data_files"), str):
             t["data_files"] = [t["data_files"]]
+        for key, value in t.items():
+            _check_type(f"{where}: [domains.{dname}] {key}", value, _DOMAIN_TYPES[key])
         t["data_files"] = [_resolve(base, f) for f in t.get("data_files", [])]
         if t.get("path") and "://" not in t["path"]:
             t["path"] = _resolve(base, t["path"])
         dc = DomainConfig(name=dname, **t)
         dc.validate()
         domains.append(dc)
+    for key, kind in (("seed", int), ("block_size", int), ("split_salt", str),
+                      ("description", str)):
+        if key in raw:
+            _check_type(f"{where}: {key}", raw[key], kind)
+    if raw.get("block_size", 512) < 1:
+        raise RecipeError(f"{where}: block_size must be >= 1, got {raw['block_size']}")
     return Recipe(
         name=name,
         path=str(path) if path else None,
-        seed=int(raw.get("seed", 42)),
-        block_size=int(raw.get("block_size", 512)),
-        split_salt=str(raw.get("split_salt", DEFAULT_SPLIT_SALT)),
+        seed=raw.get("seed", 42),
+        block_size=raw.get("block_size", 512),
+        split_salt=raw.get("split_salt", DEFAULT_SPLIT_SALT),
         domains=domains,
     )
+
+
+_DOMAIN_TYPES = typing.get_type_hints(DomainConfig)
+
+
+def _check_type(where: str, value: Any, kind: Any) -> None:
+    """A recipe value of the type its key takes, or a one-line RecipeError saying which."""
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    allowed = tuple(typing.get_origin(a) or a for a in allowed if a is not type(None))
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if ok and list in allowed:
+        ok = all(isinstance(v, str) for v in value)
+    if not ok:
+        names = {int: "an integer", float: "a number", str: "a string",
+                 list: "a list of strings", bool: "true or false"}
+        want = " or ".join(names.get(a, a.__name__) for a in allowed)
+        raise RecipeError(f"{where} must be {want}, got {value!r}")
 
 
 def _resolve(base: Path, p: str) -> str:

@@ -118,11 +118,13 @@ class CountsRecord:
     docs_too_short: int = 0  # fewer than min_chars characters
     docs_too_long: int = 0  # more than max_chars characters
     docs_filtered: int = 0  # empty + too short + too long
-    docs_deduplicated: int = 0  # exact duplicates of a kept document (content hash)
-    docs_split_conflicts: int = 0  # kept by an earlier domain on the other side of the split
-    #                                (domains with different eval fractions): dropped, no leak
+    docs_deduplicated: int = 0  # exact duplicates of a kept document (content hash), any domain
+    docs_split_conflicts: int = 0  # kept by an earlier domain on the other side of the split;
+    #                                0 since prep removes duplicates across domains (see below)
     docs_kept: int = 0  # written to a split
     bytes_kept: int = 0  # UTF-8 bytes of the kept documents
+    docs_deduplicated_across_domains: int = 0  # of docs_deduplicated: kept by an earlier domain
+    docs_over_budget: int = 0  # read and passed the filters, but the budget was already reached
 
 
 @dataclass
@@ -149,6 +151,10 @@ class DomainRecord:
     counts: CountsRecord
     leakage: LeakageRecord
     splits: dict[str, SplitRecord]
+    # How the document order was built (prep.order) and which partitions of the source were
+    # read, each with its counts and provenance (files and sha256). Absent from older manifests.
+    order: dict[str, Any] = field(default_factory=dict)
+    partitions: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DomainRecord:

@@ -45,6 +45,19 @@ class DocEntry:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+def source_json(source: Mapping[str, Any]) -> str:
+    """A document's provenance as the index writes it: compact JSON, UTF-8 kept as is."""
+    return json.dumps(source, ensure_ascii=False, separators=(",", ":"))
+
+
+def index_line(shard: int, offset: int, tokens: int, chars: int, sha256: str,
+               source: str) -> str:
+    """One line of a document index (`source` is `source_json` of the provenance): the one
+    definition, byte-identical to ``json.dumps`` of the record with compact separators."""
+    return (f'{{"shard":{shard},"offset":{offset},"tokens":{tokens},"chars":{chars},'
+            f'"sha256":"{sha256}","source":{source}}}')
+
+
 class SplitWriter:
     """Appends token arrays to one (domain, split) stream, cutting shards of `shard_tokens`.
 
@@ -88,14 +101,8 @@ class SplitWriter:
         pos = self.tokens
         lines = []
         for d in docs:
-            lines.append(json.dumps({
-                "shard": pos // self.shard_tokens,
-                "offset": pos % self.shard_tokens,
-                "tokens": d.tokens,
-                "chars": d.chars,
-                "sha256": d.sha256,
-                "source": d.source,
-            }, ensure_ascii=False, separators=(",", ":")))
+            lines.append(index_line(pos // self.shard_tokens, pos % self.shard_tokens, d.tokens,
+                                    d.chars, d.sha256, source_json(d.source)))
             pos += d.tokens
             self.bytes_text += d.nbytes
         if lines:

@@ -39,3 +39,30 @@ def write_recipe(path: Path, domains: dict[str, dict], **top) -> Path:
 
 def run_prep(*args: str) -> int:
     return prep_main([*args, "--quiet"])
+
+
+def write_corpus(root: Path, domains: dict[str, int], files: int = 4, docs: int = 150,
+                 **domain_keys) -> Path:
+    """A recipe over `files` JSONL files of `docs` random documents per domain; with
+    `--partition-mb 0.01` each file (~50 KB) is at least one partition."""
+    tables = {}
+    for name, seed in domains.items():
+        paths = []
+        for k in range(files):
+            rng = random.Random(f"{name}:{seed}:{k}")
+            paths.append(write_jsonl(root / f"{name}-{k}.jsonl",
+                                     [random_doc(rng) for _ in range(docs)]).name)
+        tables[name] = {"source": "json", "data_files": paths, "min_chars": 10, **domain_keys}
+    return write_recipe(root / "recipe.toml", tables, seed=3, block_size=16)
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def data_files(out: Path) -> dict[str, bytes]:
+    """Every published data file (shards and indexes) by its path relative to OUT."""
+    m = manifest(out)
+    paths = [p for dom in m["domains"].values() for rec in dom["splits"].values()
+             for p in [s["path"] for s in rec["shards"]] + [rec["doc_index"]["path"]]]
+    return {p: (out / p).read_bytes() for p in sorted(paths)}

@@ -1,26 +1,31 @@
-"""The prep run end to end: determinism, split stability, leakage, budgets, faults."""
+"""The prep run end to end: determinism, split stability, leakage, dedup, budgets, order."""
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
+import random
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import zstandard
-from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe
+from prep_fixture import (
+    data_files,
+    manifest,
+    random_doc,
+    run_prep,
+    write_corpus,
+    write_jsonl,
+    write_recipe,
+)
 
-import prep.pipeline
-from prep.pipeline import TMP_PREFIX
 from shards.format import MANIFEST_NAME, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
-from shards.writer import SplitWriter
 
-
-def manifest(out: Path) -> dict:
-    return json.loads((out / MANIFEST_NAME).read_text())
+PARTITION = ("--partition-mb", "0.15")  # write_corpus's ~95 KB files: one partition each
 
 
 def doc_index(out: Path, rel: str) -> list[dict]:
@@ -35,35 +40,32 @@ def split_tokens(out: Path, split_rec: dict) -> np.ndarray:
 
 def split_map(out: Path) -> dict[str, str]:
     """content hash -> split, over every domain."""
-    m = manifest(out)
     res = {}
-    for dom in m["domains"].values():
+    for dom in manifest(out)["domains"].values():
         for split, rec in dom["splits"].items():
             for d in doc_index(out, rec["doc_index"]["path"]):
                 res[d["sha256"]] = split
     return res
 
 
-def all_files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != MANIFEST_NAME}
-
-
-def test_workers_1_and_3_are_byte_identical(tmp_path, jsonl_recipe):
-    recipe = jsonl_recipe(dup_every=7)
+def test_workers_1_and_3_are_byte_identical(tmp_path):
+    recipe = write_corpus(tmp_path, {"alpha": 1, "beta": 2}, files=5)
     a, b = tmp_path / "w1", tmp_path / "w3"
-    assert run_prep("--recipe", str(recipe), "--out", str(a), "--workers", "1") == 0
-    assert run_prep("--recipe", str(recipe), "--out", str(b), "--workers", "3") == 0
-    fa, fb = all_files(a), all_files(b)
-    assert fa.keys() == fb.keys() and len(fa) == 8  # 2 domains x 2 splits x (shard + index)
-    assert fa == fb
+    assert run_prep("--recipe", str(recipe), "--out", str(a), "--workers", "1", *PARTITION,
+                    "--interleave", "2") == 0
+    assert run_prep("--recipe", str(recipe), "--out", str(b), "--workers", "3", *PARTITION,
+                    "--interleave", "2") == 0
+    fa, fb = data_files(a), data_files(b)
+    assert len(fa) == 8 and fa == fb  # 2 domains x 2 splits x (shard + index)
     ma, mb = manifest(a), manifest(b)
-    assert ma["domains"] == mb["domains"]  # checksums, counts, everything but run/config
+    assert ma["domains"] == mb["domains"]  # checksums, counts, order, partitions read
+    assert ma["domains"]["alpha"]["order"]["partitions_planned"] == 5
     assert ma["config"]["workers"] == 1 and mb["config"]["workers"] == 3
+    assert sorted(p.name for p in a.iterdir()) == [".prep.lock", "data.1", "manifest.json"]
 
 
-def test_decoded_shards_reproduce_documents_exactly(tmp_path):
-    rng = __import__("random").Random(5)
+def test_decoded_shards_reproduce_documents_exactly_in_a_shuffled_order(tmp_path):
+    rng = random.Random(5)
     docs = [random_doc(rng) for _ in range(600)]
     docs[3] = "Unicode: naïve café 日本語 — “quotes” <|endoftext|> stays text.\n\ttabs  "
     write_jsonl(tmp_path / "d.jsonl", docs)
@@ -85,12 +87,14 @@ def test_decoded_shards_reproduce_documents_exactly(tmp_path):
             piece = toks[pos:pos + d["tokens"]]
             assert piece[-1] == EOT_ID and EOT_ID not in piece[:-1]
             text = enc.decode(piece[:-1].tolist())
-            assert content_hash(text) == d["sha256"]
+            assert content_hash(text) == d["sha256"] and d["chars"] == len(text)
             assert d["source"]["row"] == docs.index(text)
-            seen.append(text)
+            seen.append((d["source"]["row"], text))
             pos += d["tokens"]
         assert pos == len(toks) == rec["tokens"]
-    assert sorted(seen) == sorted(set(docs))
+    assert sorted(t for _, t in seen) == sorted(docs)  # every document exactly once
+    train_rows = [r for r, _ in seen[:m["splits"]["train"]["docs"]]]
+    assert train_rows != sorted(train_rows)  # the seeded shuffle moved them
 
 
 def test_shard_sizes_honour_shard_tokens(tmp_path, jsonl_recipe):
@@ -114,13 +118,13 @@ def test_shard_tokens_must_be_a_multiple_of_block_size(tmp_path, jsonl_recipe, c
     assert "must be a multiple of the block size 16" in capsys.readouterr().err
 
 
-def test_split_is_stable_across_seed_budget_and_workers(tmp_path, jsonl_recipe):
-    recipe = str(jsonl_recipe())
+def test_split_is_stable_across_seed_budget_workers_and_partitioning(tmp_path):
+    recipe = str(write_corpus(tmp_path, {"alpha": 1, "beta": 2}, files=4))
     runs = {
         "base": ["--workers", "2"],
         "seed": ["--workers", "2", "--seed", "99"],
         "budget": ["--workers", "2", "--size-mb", "0.15", "--min-eval-docs", "5"],
-        "workers": ["--workers", "1", "--seed", "7"],
+        "workers": ["--workers", "1", "--seed", "7", *PARTITION, "--interleave", "3"],
     }
     maps = {}
     for name, args in runs.items():
@@ -134,9 +138,9 @@ def test_split_is_stable_across_seed_budget_and_workers(tmp_path, jsonl_recipe):
         assert all(m[h] == base[h] for h in common), name
     # the budget run kept fewer documents, the seed changed which ones and their order
     assert len(maps["budget"]) < len(base)
-    m_seed = manifest(tmp_path / "seed")["domains"]["alpha"]["splits"]["train"]["shards"]
-    m_base = manifest(tmp_path / "base")["domains"]["alpha"]["splits"]["train"]["shards"]
-    assert m_seed[0]["sha256"] != m_base[0]["sha256"]
+    shard0 = {n: manifest(tmp_path / n)["domains"]["alpha"]["splits"]["train"]["shards"][0]
+              ["sha256"] for n in ("seed", "base")}
+    assert shard0["seed"] != shard0["base"]
 
 
 def test_no_eval_hash_in_train_and_duplicates_never_straddle(tmp_path, jsonl_recipe):
@@ -153,12 +157,68 @@ def test_no_eval_hash_in_train_and_duplicates_never_straddle(tmp_path, jsonl_rec
         c = dom["counts"]
         assert c["docs_deduplicated"] == 334  # every 3rd of 1000 documents repeated once
         assert c["docs_kept"] == dom["splits"]["train"]["docs"] + dom["splits"]["eval"]["docs"]
+        # every document read is accounted for, exactly once
+        assert c["docs_seen"] == (c["docs_bad"] + c["docs_filtered"] + c["docs_deduplicated"]
+                                  + c["docs_kept"] + c["docs_over_budget"])
+
+
+def test_dedup_across_partitions_and_domains_first_in_plan_order_wins(tmp_path):
+    rng = random.Random(11)
+    shared = [random_doc(rng) for _ in range(120)]
+    own = {k: [random_doc(rng) for _ in range(300)] for k in ("a0", "a1", "b0")}
+    write_jsonl(tmp_path / "a0.jsonl", own["a0"] + shared)  # partition a0 and a1 share 120
+    write_jsonl(tmp_path / "a1.jsonl", shared + own["a1"])
+    write_jsonl(tmp_path / "b0.jsonl", shared[:50] + own["b0"])  # domain b repeats 50 of a's
+    table = {"source": "json", "min_chars": 1}
+    recipe = write_recipe(tmp_path / "r.toml", {
+        "a": {**table, "data_files": ["a0.jsonl", "a1.jsonl"]},
+        "b": {**table, "data_files": ["b0.jsonl"]}})
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--interleave", "1",
+                    "--partition-mb", "0.3", "--min-eval-docs", "5") == 0  # a file a partition
+    m = manifest(out)
+    a, b = m["domains"]["a"], m["domains"]["b"]
+    assert a["counts"]["docs_deduplicated"] == 120 and a["counts"]["docs_kept"] == 720
+    assert a["counts"]["docs_deduplicated_across_domains"] == 0
+    assert b["counts"]["docs_deduplicated"] == b["counts"]["docs_deduplicated_across_domains"] == 50
+    assert b["counts"]["docs_kept"] == 300
+    # with interleave 1 the plan order is partition by partition: the copy kept is the one in
+    # the partition that comes first in the seeded order
+    first = a["partitions"][0]
+    kept_from = {content_hash(t): None for t in shared}
+    for split in ("train", "eval"):
+        for d in doc_index(out, a["splits"][split]["doc_index"]["path"]):
+            if d["sha256"] in kept_from:
+                kept_from[d["sha256"]] = Path(d["source"]["file"]).name
+    assert set(kept_from.values()) == {first["key"]}
+    assert [p["docs_kept"] for p in a["partitions"]] == [420, 300]
+
+
+def test_budget_reads_a_bounded_number_of_partitions_and_interleaves_them(tmp_path):
+    recipe = write_corpus(tmp_path, {"code": 5}, files=30)
+    out = tmp_path / "out"
+    # ~95 KB per file: a 0.25 MB budget needs about 3 files; interleave 4 draws from 4
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--size-mb", "0.25",
+                    "--interleave", "4", "--workers", "2", "--min-eval-docs", "5",
+                    *PARTITION) == 0
+    m = manifest(out)
+    dom = m["domains"]["code"]
+    assert dom["budget_reached"] is True and dom["order"]["partitions_planned"] == 30
+    assert dom["order"]["partitions_read"] == 4 == len(dom["partitions"])
+    assert all(p["docs_kept"] > 50 for p in dom["partitions"])  # each gave a fair share
+    assert m["run"]["tasks_done"] <= 4 + 2  # what the budget needs, plus one per worker
+    files = [Path(d["source"]["file"]).name
+             for d in doc_index(out, dom["splits"]["train"]["doc_index"]["path"])[:40]]
+    assert len(set(files)) == 4  # the first 40 documents already come from all four
+    assert {f["path"] for f in dom["source"]["files"]} == {
+        str(tmp_path / p["key"]) for p in dom["partitions"]}
 
 
 def test_size_budget_and_token_budget(tmp_path, jsonl_recipe):
     recipe = str(jsonl_recipe())
     out = tmp_path / "mb"
-    assert run_prep("--recipe", recipe, "--out", str(out), "--size-mb", "0.2") == 0
+    assert run_prep("--recipe", recipe, "--out", str(out), "--size-mb", "0.2",
+                    "--min-eval-docs", "5") == 0
     for dom in manifest(out)["domains"].values():
         kept = dom["counts"]["bytes_kept"]
         assert dom["budget_reached"] is True
@@ -173,35 +233,41 @@ def test_size_budget_and_token_budget(tmp_path, jsonl_recipe):
         assert dom["token_budget"] == 30000 and dom["budget_reached"] is True
 
 
-def test_manifest_records_config_source_and_tokenizer(tmp_path, jsonl_recipe):
+def test_manifest_records_config_source_order_and_tokenizer(tmp_path, jsonl_recipe):
     out = tmp_path / "out"
     assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out), "--workers", "1",
-                    "--shuffle-buffer", "123", "--eval-fraction", "0.1") == 0
+                    "--shuffle-buffer", "123", "--shuffle-buffer-mb", "2",
+                    "--eval-fraction", "0.1") == 0
     m = manifest(out)
     assert (m["format"], m["format_version"]) == ("moe-shards", 1)
     assert m["tokenizer"]["eot_id"] == 50256 and m["tokenizer"]["vocab_size"] == 50257
     assert m["tokenizer"]["ranks_sha256"].startswith("306cd27f")
     dom = m["domains"]["alpha"]
     assert dom["shuffle_buffer"] == 123 and dom["eval_fraction"] == 0.1
+    assert dom["order"]["shuffle_buffer_docs"] == 123
+    assert dom["order"]["shuffle_buffer_bytes"] == 2_000_000 and dom["order"]["interleave"] == 8
+    assert "seeded permutation of the partitions" in dom["order"]["rule"]
     assert dom["source"]["reader"] == "json"
-    assert dom["source"]["files"][0]["sha256"] == content_hash(
-        (Path(m["recipe"]["domains"][0]["data_files"][0])).read_text())
+    path = Path(m["recipe"]["domains"][0]["data_files"][0])
+    assert dom["source"]["files"][0]["sha256"] == content_hash(path.read_text())
     assert m["config"]["shuffle_buffer"] == 123
     assert m["run"]["tokens_per_s"] > 0 and m["run"]["seconds"] > 0
     assert set(dom["counts"]) >= {"docs_seen", "docs_kept", "docs_bad", "docs_deduplicated",
-                                  "bytes_seen", "bytes_kept", "docs_too_short", "docs_too_long"}
+                                  "bytes_seen", "bytes_kept", "docs_too_short", "docs_too_long",
+                                  "docs_over_budget", "docs_deduplicated_across_domains"}
 
 
 def test_refuses_to_overwrite_a_finished_dataset(tmp_path, jsonl_recipe, capsys):
     recipe, out = str(jsonl_recipe()), tmp_path / "out"
     assert run_prep("--recipe", recipe, "--out", str(out)) == 0
-    before = all_files(out)
+    before = data_files(out)
     assert run_prep("--recipe", recipe, "--out", str(out), "--seed", "1") == 1
     assert "holds a finished dataset. Pass --overwrite" in capsys.readouterr().err
-    assert all_files(out) == before
+    assert data_files(out) == before
     assert run_prep("--recipe", recipe, "--out", str(out), "--seed", "1", "--overwrite") == 0
-    assert all_files(out) != before
-    assert not list(out.glob(f"{TMP_PREFIX}*"))
+    after = data_files(out)
+    assert after != before and all(p.startswith("data.2/") for p in after)
+    assert sorted(p.name for p in out.iterdir()) == [".prep.lock", "data.2", "manifest.json"]
 
 
 def test_too_few_eval_docs_fails_clearly(tmp_path, jsonl_recipe, capsys):
@@ -209,11 +275,12 @@ def test_too_few_eval_docs_fails_clearly(tmp_path, jsonl_recipe, capsys):
     assert run_prep("--recipe", str(jsonl_recipe(n_docs=200)), "--out", str(out)) == 1
     err = capsys.readouterr().err
     assert "eval documents, fewer than --min-eval-docs 20" in err and "--size-mb" in err
+    assert "nothing was published" in err
     assert not (out / MANIFEST_NAME).exists()
 
 
 def test_bad_records_are_counted_then_fail_above_threshold(tmp_path, capsys):
-    rng = __import__("random").Random(1)
+    rng = random.Random(1)
     lines = [json.dumps({"text": random_doc(rng)}) for _ in range(1000)]
     lines[500] = json.dumps({"body": "no text field here"})  # one bad record in 1000
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
@@ -226,47 +293,8 @@ def test_bad_records_are_counted_then_fail_above_threshold(tmp_path, capsys):
     assert run_prep("--recipe", str(recipe), "--out", str(out),
                     "--max-bad-fraction", "0.0005") == 1
     err = capsys.readouterr().err
-    assert "1 of 1000 records were bad" in err and "'text'" in err
+    assert "1 of 1000 records were bad" in err and "'text'" in err and "d.jsonl" in err
     assert not (out / MANIFEST_NAME).exists()
-
-
-def _die(texts):  # a tokenizer worker killed mid-run
-    os._exit(9)
-
-
-def test_killed_worker_fails_with_no_manifest(tmp_path, jsonl_recipe, monkeypatch, capsys):
-    monkeypatch.setattr(prep.pipeline, "encode_batch", _die)
-    out = tmp_path / "out"
-    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out), "--workers", "2") == 1
-    assert "worker process died" in capsys.readouterr().err
-    assert not (out / MANIFEST_NAME).exists() and not list(out.glob(f"{TMP_PREFIX}*"))
-
-
-def test_full_disk_fails_with_no_manifest(tmp_path, jsonl_recipe, monkeypatch, capsys):
-    def full(self, tokens, docs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(SplitWriter, "add", full)
-    out = tmp_path / "out"
-    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 1
-    assert "disk full" in capsys.readouterr().err
-    assert not (out / MANIFEST_NAME).exists() and not list(out.glob(f"{TMP_PREFIX}*"))
-
-
-def test_ctrl_c_exits_130_with_no_manifest(tmp_path, jsonl_recipe, monkeypatch, capsys):
-    real = prep.pipeline.ShuffleBuffer.__call__
-
-    def interrupted(self, items):
-        for i, x in enumerate(real(self, items)):
-            if i == 300:
-                raise KeyboardInterrupt
-            yield x
-
-    monkeypatch.setattr(prep.pipeline.ShuffleBuffer, "__call__", interrupted)
-    out = tmp_path / "out"
-    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 130
-    assert "interrupted" in capsys.readouterr().err
-    assert not (out / MANIFEST_NAME).exists() and not list(out.glob(f"{TMP_PREFIX}*"))
 
 
 def test_sample_recipe_readme_command(sample_dataset):
@@ -275,6 +303,7 @@ def test_sample_recipe_readme_command(sample_dataset):
     for name, dom in m["domains"].items():
         assert dom["counts"]["bytes_kept"] >= 400_000, name
         assert dom["splits"]["eval"]["docs"] >= 20
+        assert dom["order"]["partitions_read"] >= 1
         for rec in dom["splits"].values():
             for s in rec["shards"]:
                 assert (sample_dataset / s["path"]).stat().st_size == s["bytes"]
@@ -283,9 +312,9 @@ def test_sample_recipe_readme_command(sample_dataset):
 
 
 def test_huge_document_is_counted_and_skipped(tmp_path):
-    rng = __import__("random").Random(2)
+    rng = random.Random(2)
     docs = [random_doc(rng) for _ in range(800)]
-    docs.insert(400, "x" * 25_000_000)  # one 25 MB line: longer than a JSON read block
+    docs.insert(400, "x" * 25_000_000)  # one 25 MB line: longer than a read block
     write_jsonl(tmp_path / "d.jsonl", docs)
     recipe = write_recipe(tmp_path / "r.toml", {"prose": {
         "source": "json", "data_files": ["d.jsonl"], "min_chars": 1}})
@@ -294,29 +323,6 @@ def test_huge_document_is_counted_and_skipped(tmp_path):
     c = manifest(out)["domains"]["prose"]["counts"]
     assert c["docs_too_long"] == 1 and c["docs_seen"] == 801 and c["docs_filtered"] == 1
     assert c["docs_kept"] == 800 and c["bytes_seen"] > 25_000_000
-
-
-def test_domains_with_different_eval_fractions_never_leak(tmp_path):
-    # the same texts in two domains: a text between the two fractions would be eval in one and
-    # train in the other; the later domain drops it (counted) instead of leaking
-    rng = __import__("random").Random(3)
-    write_jsonl(tmp_path / "d.jsonl", [random_doc(rng) for _ in range(600)])
-    table = {"source": "json", "data_files": ["d.jsonl"], "min_chars": 1}
-    recipe = write_recipe(tmp_path / "r.toml", {"a": {**table, "eval_fraction": 0.05},
-                                                "b": {**table, "eval_fraction": 0.3}})
-    out = tmp_path / "out"
-    assert run_prep("--recipe", str(recipe), "--out", str(out)) == 0
-    m = manifest(out)
-    assert m["leakage_passed"] is True
-    conflicts = m["domains"]["b"]["counts"]["docs_split_conflicts"]
-    assert 100 < conflicts < 200  # ~25% of 600 lie between 0.05 and 0.3
-    assert m["domains"]["a"]["counts"]["docs_split_conflicts"] == 0
-    trains = set().union(*({d["sha256"] for d in doc_index(out, dom["splits"]["train"]
-                                                             ["doc_index"]["path"])}
-                           for dom in m["domains"].values()))
-    for dom in m["domains"].values():
-        ev = {d["sha256"] for d in doc_index(out, dom["splits"]["eval"]["doc_index"]["path"])}
-        assert not ev & trains
 
 
 def test_token_budget_alone_has_no_byte_budget(tmp_path, jsonl_recipe):
@@ -345,19 +351,39 @@ def test_shuffle_seed_does_not_change_the_synthetic_corpus(tmp_path):
 def test_overwrite_removes_domains_the_new_recipe_lacks(tmp_path, jsonl_recipe):
     out = tmp_path / "out"
     assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 0
-    assert (out / "alpha").is_dir() and (out / "beta").is_dir()
-    rng = __import__("random").Random(4)
+    assert sorted(p.name for p in (out / "data.1").iterdir()) == ["alpha", "beta"]
+    rng = random.Random(4)
     write_jsonl(tmp_path / "g.jsonl", [random_doc(rng) for _ in range(800)])
     recipe = write_recipe(tmp_path / "g.toml", {"gamma": {
         "source": "json", "data_files": ["g.jsonl"], "min_chars": 1}})
     assert run_prep("--recipe", str(recipe), "--out", str(out), "--overwrite") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["gamma", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".prep.lock", "data.2", "manifest.json"]
+    assert sorted(p.name for p in (out / "data.2").iterdir()) == ["gamma"]
+
+
+def test_overwrite_of_a_pre_versioning_dataset_removes_its_domain_directories(
+        tmp_path, jsonl_recipe):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 0
+    # rewrite it in the layout prep wrote before versioned directories: OUT/<domain>/<split>/
+    m = manifest(out)
+    for dom in m["domains"].values():
+        for rec in dom["splits"].values():
+            for f in rec["shards"] + [rec["doc_index"]]:
+                new = f["path"].split("/", 1)[1]
+                (out / new).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(out / f["path"], out / new)
+                f["path"] = new
+    shutil.rmtree(out / "data.1")  # now empty directories
+    (out / MANIFEST_NAME).write_text(json.dumps(m))
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out), "--overwrite",
+                    "--seed", "9") == 0
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["data.1", "manifest.json"]  # alpha/ and beta/ removed after the switch
 
 
 def test_unencodable_text_is_a_bad_record(tmp_path):
-    import zipfile
-
-    rng = __import__("random").Random(6)
+    rng = random.Random(6)
     records = [{"Problem": random_doc(rng, 10, 30), "Rationale": random_doc(rng, 10, 30)}
                for _ in range(900)]
     raw = json.dumps(records).replace('"Problem": "', '"Problem": "\\ud800', 1)  # lone surrogate
@@ -369,3 +395,19 @@ def test_unencodable_text_is_a_bad_record(tmp_path):
     assert run_prep("--recipe", str(recipe), "--out", str(out), "--max-bad-fraction", "0.01") == 0
     c = manifest(out)["domains"]["math"]["counts"]
     assert c["docs_bad"] == 1 and c["docs_kept"] == 899
+
+
+def test_recipe_values_of_the_wrong_type_and_empty_files_are_one_line_errors(tmp_path, capsys):
+    write_jsonl(tmp_path / "d.jsonl", ["some text"] * 3)
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    cases = [({"size_mb": "ten"}, "[domains.prose] size_mb must be a number, got 'ten'"),
+             ({"min_chars": "5"}, "[domains.prose] min_chars must be an integer, got '5'"),
+             ({"data_files": ["empty.jsonl"]}, "empty.jsonl")]
+    for i, (keys, message) in enumerate(cases):
+        recipe = write_recipe(tmp_path / f"r{i}.toml", {"prose": {
+            "source": "json", "data_files": ["d.jsonl"], **keys}})
+        assert run_prep("--recipe", str(recipe), "--out", str(tmp_path / f"o{i}")) == 1
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert err.startswith("prep: error: ") and "Traceback" not in err
+        assert "StopIteration" not in err and len(err.strip().splitlines()) == 1

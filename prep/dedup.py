@@ -1,0 +1,97 @@
+"""A compact set of document keys: 16 bytes per document, in sorted numpy runs.
+
+The commit removes exact duplicates across tasks and domains. Its state is the set of kept
+documents' keys: the first 16 bytes of each content sha256 (a 128-bit key: a false duplicate
+needs a collision of 2**-128 per pair), stored as two uint64 columns in sorted runs that merge
+when one would be followed by a run as large (a log-structured set): a lookup is a binary search
+per run, an insert amortized O(log n), and memory is 16 bytes per key plus transient merges.
+No Python object per document.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KEY_BYTES = 16
+
+
+def split_keys(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) uint64 columns of the first 16 bytes of (n, 32) uint8 sha256 digests."""
+    d = np.ascontiguousarray(digests[:, :KEY_BYTES])
+    pair = d.view(">u8").reshape(-1, 2)
+    return pair[:, 0].astype(np.uint64), pair[:, 1].astype(np.uint64)
+
+
+def first_occurrences(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Boolean mask: True where a key occurs for the first time in this sequence."""
+    n = len(hi)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(hi, kind="stable")  # by hi, then by position
+    shi, slo = hi[order], lo[order]
+    same_hi = shi[1:] == shi[:-1]
+    if (same_hi & (slo[1:] != slo[:-1])).any():  # two keys share 64 bits: sort fully (rare)
+        order = np.lexsort((np.arange(n), lo, hi))
+        shi, slo = hi[order], lo[order]
+        same_hi = shi[1:] == shi[:-1]
+    lead = np.ones(n, dtype=bool)
+    lead[1:] = ~(same_hi & (slo[1:] == slo[:-1]))
+    mask = np.zeros(n, dtype=bool)
+    mask[order[lead]] = True
+    return mask
+
+
+class KeySet:
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return sum(len(h) for h, _ in self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.nbytes + lo.nbytes for h, lo in self._runs)
+
+    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(hi), dtype=bool)
+        if not len(hi) or not self._runs:
+            return found
+        q = np.argsort(hi, kind="stable")  # sorted queries: searches walk each run in order
+        qhi, qlo = hi[q], lo[q]
+        hit = np.zeros(len(hi), dtype=bool)
+        for rhi, rlo in self._runs:
+            left = np.searchsorted(rhi, qhi, side="left")
+            right = np.searchsorted(rhi, qhi, side="right")
+            single = (right - left) == 1  # the common case: one candidate with this hi
+            idx = np.minimum(left, len(rhi) - 1)
+            hit |= single & (rlo[idx] == qlo)
+            for i in np.flatnonzero((right - left) > 1):  # equal 64-bit prefixes: rare
+                hit[i] |= bool((rlo[left[i]:right[i]] == qlo[i]).any())
+        found[q] = hit
+        return found
+
+    def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        """Add keys (the caller has removed those already present and repeats)."""
+        if not len(hi):
+            return
+        order = np.argsort(hi, kind="stable")  # runs are sorted by hi (ties: any lo order)
+        run = (hi[order], lo[order])
+        while self._runs and len(self._runs[-1][0]) <= len(run[0]):
+            phi, plo = self._runs.pop()
+            mhi, mlo = np.concatenate([phi, run[0]]), np.concatenate([plo, run[1]])
+            o = np.argsort(mhi, kind="stable")  # timsort: two sorted runs merge in O(n)
+            run = (mhi[o], mlo[o])
+        self._runs.append(run)
+
+    def update(self, other: KeySet) -> None:
+        """Add every key of `other` (disjoint from this set)."""
+        for hi, lo in other._runs:
+            self.add(hi, lo)
+
+    def all_unique(self) -> bool:
+        """True iff no key occurs twice (the leakage check: a kept text exists exactly once)."""
+        if not self._runs:
+            return True
+        hi = np.concatenate([h for h, _ in self._runs])
+        lo = np.concatenate([lo for _, lo in self._runs])
+        return bool(first_occurrences(hi, lo).all())

@@ -1,0 +1,229 @@
+"""The files one task writes into the run's work directory, and their completion record.
+
+``<work>/tasks/<task id>/`` holds, for the task's candidate documents in emission order:
+
+- ``tokens.bin``: their GPT-2 token ids, each document followed by EOT, raw little-endian uint16;
+- ``meta.npy``: one record per document (:data:`META_DTYPE`: content sha256, token count with
+  EOT, characters, UTF-8 bytes, split);
+- ``sources.jsonl``: one compact JSON provenance object per document;
+- ``done.json``: the completion record (:class:`TaskRecord`): counts, sizes and sha256 of the
+  three files above, whether the partition was read to its end, written last.
+
+A task writes everything into ``tasks/.<id>.tmp-<host>-<pid>/`` and renames that directory into place
+at the end, so ``tasks/<id>/done.json`` exists only for a complete task; `--resume` re-hashes
+the files against the record before trusting them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from array import array
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from shards import atomic
+
+TOKENS_NAME, META_NAME, SOURCES_NAME, DONE_NAME = ("tokens.bin", "meta.npy", "sources.jsonl",
+                                                   "done.json")
+PART_FILES = (TOKENS_NAME, META_NAME, SOURCES_NAME)
+RECORD_VERSION = 1
+META_DTYPE = np.dtype([("digest", "u1", (32,)), ("tokens", "<u4"), ("chars", "<u4"),
+                       ("nbytes", "<u4"), ("eval", "u1")])
+
+
+@dataclass
+class TaskCounts:
+    """What one task saw of its partition, in order of the filters."""
+
+    docs_seen: int = 0  # records read (after grouping)
+    bytes_seen: int = 0  # UTF-8 bytes of the formatted documents read
+    docs_bad: int = 0  # unreadable records (counted and skipped)
+    docs_empty: int = 0
+    docs_too_short: int = 0
+    docs_too_long: int = 0
+    docs: int = 0  # candidates written (passed the filters)
+    bytes: int = 0  # their UTF-8 bytes
+    tokens: int = 0  # their tokens, EOT included
+
+    def add(self, other: TaskCounts) -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class TaskRecord:
+    """`done.json`: a task's completion record."""
+
+    task: str  # the task id
+    domain: str
+    partition: str  # the partition's key
+    partition_index: int
+    level: int  # cap level: 0 is the first try; each level reads 4x further
+    cap_bytes: int | None
+    cap_tokens: int | None
+    exhausted: bool  # the partition was read to its end (no document left beyond these)
+    counts: TaskCounts
+    bad_examples: list[str]
+    files: dict[str, dict[str, Any]]  # name -> {"bytes", "sha256"}
+    provenance: dict[str, Any] | None  # the reader's partition record, when read to the end
+    seconds: float = 0.0
+    host: str = ""
+    pid: int = 0
+    version: int = RECORD_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskRecord:
+        d = dict(d)
+        d["counts"] = TaskCounts(**d["counts"])
+        return cls(**d)
+
+
+class _HashedFile:
+    def __init__(self, path: Path) -> None:
+        self.f: BinaryIO = open(path, "wb")
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def write(self, b: bytes | memoryview) -> None:
+        self.f.write(b)
+        self.h.update(b)
+        self.n += len(b)
+
+    def close(self) -> dict[str, Any]:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        return {"bytes": self.n, "sha256": self.h.hexdigest()}
+
+
+class PartsWriter:
+    """Writes one task's part files into a temporary directory; `finish` publishes them."""
+
+    def __init__(self, tasks_dir: Path, task_id: str) -> None:
+        self.final = tasks_dir / task_id
+        owner = f"{socket.gethostname()}-{os.getpid()}"  # tasks of many hosts share tasks_dir
+        self.dir = tasks_dir / f".{task_id}{atomic.TMP_MARK}{owner}"
+        self.dir.mkdir(parents=True)
+        self._tokens = _HashedFile(self.dir / TOKENS_NAME)
+        self._sources = _HashedFile(self.dir / SOURCES_NAME)
+        self._digests = bytearray()
+        self._ints = array("I")  # tokens, chars, nbytes per document, interleaved
+        self._eval = bytearray()
+
+    def add(self, tokens: np.ndarray, digest: bytes, chars: int, nbytes: int, is_eval: bool,
+            source: dict[str, Any]) -> None:
+        self._tokens.write(memoryview(tokens).cast("B"))
+        self._sources.write(json.dumps(source, ensure_ascii=False, separators=(",", ":"))
+                            .encode("utf-8") + b"\n")
+        self._digests += digest
+        self._ints.extend((len(tokens), chars, nbytes))
+        self._eval.append(is_eval)
+
+    def finish(self, record: TaskRecord) -> TaskRecord:
+        """Close the files, write done.json last, and move the directory into place."""
+        files = {TOKENS_NAME: self._tokens.close(), SOURCES_NAME: self._sources.close()}
+        n = len(self._eval)
+        meta = np.zeros(n, dtype=META_DTYPE)
+        meta["digest"] = np.frombuffer(bytes(self._digests), np.uint8).reshape(n, 32)
+        ints = np.frombuffer(self._ints, dtype=np.uint32).reshape(n, 3)
+        meta["tokens"], meta["chars"], meta["nbytes"] = ints[:, 0], ints[:, 1], ints[:, 2]
+        meta["eval"] = np.frombuffer(bytes(self._eval), np.uint8)
+        with open(self.dir / META_NAME, "wb") as f:
+            np.save(f, meta, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        files[META_NAME] = {"bytes": (self.dir / META_NAME).stat().st_size,
+                            "sha256": _file_sha256(self.dir / META_NAME)}
+        record.files = files
+        atomic.write_text(self.dir / DONE_NAME, json.dumps(asdict(record), indent=1) + "\n")
+        try:
+            os.rename(self.dir, self.final)
+        except OSError:  # the same task finished elsewhere meanwhile (a re-run array slice)
+            if not (self.final / DONE_NAME).is_file():
+                raise
+            self.abort()
+        atomic.fsync_dir(self.final.parent)
+        return record
+
+    def abort(self) -> None:
+        for f in (self._tokens.f, self._sources.f):
+            if not f.closed:
+                f.close()
+        for p in self.dir.glob("*"):
+            p.unlink(missing_ok=True)
+        if self.dir.exists():
+            self.dir.rmdir()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_record(task_dir: Path) -> TaskRecord | None:
+    """The completion record of a finished task, or None if it has none (unfinished)."""
+    try:
+        return TaskRecord.from_dict(json.loads((task_dir / DONE_NAME).read_text("utf-8")))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError):
+        return None  # a damaged record: the task is redone
+
+
+def check_parts(task_dir: Path, record: TaskRecord, *, rehash: bool) -> str | None:
+    """Why the part files disagree with their record (None if they agree)."""
+    for name in PART_FILES:
+        want = record.files.get(name)
+        path = task_dir / name
+        if want is None or not path.is_file():
+            return f"{path}: missing"
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            return f"{path}: {size} bytes, its completion record says {want['bytes']}"
+        if rehash and _file_sha256(path) != want["sha256"]:
+            return f"{path}: sha256 differs from its completion record (damaged)"
+    return None
+
+
+class TaskParts:
+    """Read access to a finished task's part files (memory-mapped tokens, loaded metadata)."""
+
+    def __init__(self, task_dir: Path) -> None:
+        self.dir = task_dir
+        self.meta: np.ndarray = np.load(task_dir / META_NAME, allow_pickle=False)
+        self._tokens: np.ndarray | None = None
+        self._starts: np.ndarray | None = None
+        self._sources: list[bytes] | None = None
+
+    @property
+    def tokens(self) -> np.ndarray:
+        if self._tokens is None:
+            path = self.dir / TOKENS_NAME
+            self._tokens = (np.memmap(path, dtype="<u2", mode="r") if path.stat().st_size
+                            else np.zeros(0, dtype="<u2"))
+        return self._tokens
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Each document's first token in tokens.bin."""
+        if self._starts is None:
+            lengths = self.meta["tokens"].astype(np.int64)
+            self._starts = np.cumsum(lengths) - lengths
+        return self._starts
+
+    @property
+    def sources(self) -> list[bytes]:
+        """Each document's provenance, as its compact JSON bytes."""
+        if self._sources is None:
+            self._sources = (self.dir / SOURCES_NAME).read_bytes().split(b"\n")[:-1]
+        return self._sources

@@ -1,0 +1,91 @@
+"""The same run under every executor: local pool, Ray (a real local instance), job-array slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prep_fixture import data_files, manifest, run_prep, write_corpus
+
+import prep.run
+from prep.executors.local import LocalExecutor
+from prep.task import TaskJob
+from prep.workdir import WORK_PREFIX
+
+OPTS = ("--partition-mb", "0.15", "--interleave", "2", "--eval-fraction", "0.1")  # 6 tasks
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus"), {"alpha": 1, "beta": 2}, files=3)
+
+
+@pytest.fixture(scope="module")
+def straight(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), "--workers", "2", *OPTS) == 0
+    return out
+
+
+def same_dataset(a: Path, b: Path) -> None:
+    assert data_files(a) == data_files(b)
+    assert manifest(a)["domains"] == manifest(b)["domains"]
+
+
+def test_ray_executor_gives_the_local_executors_bytes(corpus, straight, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), "--executor", "ray",
+                    "--workers", "2", *OPTS) == 0
+    same_dataset(out, straight)
+    assert manifest(out)["run"]["executor"] == "ray"
+
+
+def test_array_slices_in_any_order_then_commit_equal_one_run(corpus, straight, tmp_path,
+                                                             capsys):
+    out = tmp_path / "out"
+    common = ("--recipe", str(corpus), "--out", str(out), "--workers", "1", *OPTS)
+    assert run_prep(*common, "--num-tasks", "3", "--task-index", "2") == 0
+    assert run_prep(*common, "--commit-only") == 1  # slices 0 and 1 have not run
+    err = capsys.readouterr().err
+    assert "--commit-only: 4 planned tasks are not done: " in err and "alpha.000" in err
+    assert run_prep(*common, "--num-tasks", "3", "--task-index", "0") == 0
+    assert run_prep(*common, "--num-tasks", "3", "--task-index", "1") == 0
+    assert run_prep(*common, "--num-tasks", "3", "--task-index", "1") == 0  # a re-run: no-op
+    assert run_prep(*common, "--commit-only") == 0
+    same_dataset(out, straight)
+    assert manifest(out)["run"]["tasks_reused"] == 6
+    assert not list(out.glob(f"{WORK_PREFIX}*"))
+
+
+def test_commit_only_without_slices_says_so(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS, "--commit-only") == 1
+    assert "--commit-only: no work directory for this command" in capsys.readouterr().err
+
+
+class _ElsewhereExecutor(LocalExecutor):
+    """Runs each task so that it writes into another directory, as a node whose storage the
+    coordinator does not see would."""
+
+    def __init__(self, elsewhere: Path) -> None:
+        super().__init__(1)
+        self.elsewhere = elsewhere
+
+    def submit(self, fn, job):  # noqa: ANN001
+        if isinstance(job, TaskJob):
+            self.elsewhere.mkdir(parents=True, exist_ok=True)
+            job = TaskJob(job.spec, job.settings, str(self.elsewhere))
+        return super().submit(fn, job)
+
+
+def test_task_files_not_visible_to_the_coordinator_fail_clearly(corpus, tmp_path,
+                                                                 monkeypatch, capsys):
+    monkeypatch.setattr(prep.run, "make_executor",
+                        lambda *a: _ElsewhereExecutor(tmp_path / "node-local"))
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 1
+    err = capsys.readouterr().err
+    assert "finished on host" in err and "but its files are not visible here" in err
+    assert "must be on storage every node sees" in err
+    assert list((tmp_path / "node-local").glob("*/done.json"))

@@ -1,0 +1,227 @@
+"""prep under faults: kill -9 and SIGTERM at each stage, resume, locks, publish, full disk.
+
+Kills are real: the coordinator runs as a subprocess and sends itself the signal at a named
+point (`prep.faults`, the PREP_KILL_AT test hook); workers are checked dead by PID.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prep_fixture import data_files, manifest, run_prep, write_corpus
+
+import shards
+from prep.workdir import WORK_PREFIX, OutLock
+from shards import atomic
+from shards.format import MANIFEST_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTS = ("--workers", "2", "--partition-mb", "0.15", "--interleave", "2")  # 8 tasks of ~95 KB
+
+
+def prep_cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PREP_KILL_AT", None)
+    if kill_at:
+        env["PREP_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "prep", *args, "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus"), {"alpha": 1, "beta": 2}, files=4)
+
+
+@pytest.fixture(scope="module")
+def straight(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 0
+    return out
+
+
+def work_dir(out: Path) -> Path:
+    (w,) = out.glob(f"{WORK_PREFIX}*")
+    return w
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """True once `pid` no longer runs (a zombie counts as gone); polls up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def same_dataset(a: Path, b: Path) -> None:
+    assert data_files(a) == data_files(b)
+    assert manifest(a)["domains"] == manifest(b)["domains"]
+
+
+@pytest.mark.parametrize("after", [1, 4, 7])  # one, half, all but one of the 8 tasks
+def test_kill_9_of_the_coordinator_then_resume_is_byte_identical(corpus, straight, tmp_path,
+                                                                 after):
+    out = tmp_path / "out"
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, kill_at=f"after-task:{after}")
+    assert r.returncode == -9, r.stderr
+    assert not (out / MANIFEST_NAME).exists()
+    work = work_dir(out)
+    pids = json.loads((work / "workers.json").read_text())["workers"]
+    assert len(pids) == 2 and all(gone(p) for p in pids)  # no worker outlives its coordinator
+    finished = [p for p in (work / "tasks").iterdir() if (p / "done.json").is_file()]
+    assert len(finished) >= after
+    # without --resume the leftover run is reported, not silently deleted or reused
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS)
+    assert r.returncode == 1
+    assert f"of 8 planned tasks finished, in {work}): pass --resume" in r.stderr
+    assert len([p for p in (work / "tasks").iterdir() if (p / "done.json").is_file()]) == len(
+        finished)
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--resume")
+    assert r.returncode == 0, r.stderr
+    same_dataset(out, straight)
+    assert manifest(out)["run"]["tasks_reused"] == len(finished)
+    assert not list(out.glob(f"{WORK_PREFIX}*"))  # removed once published
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_resumes(corpus, straight, tmp_path):
+    out = tmp_path / "out"
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, kill_at="after-task:3:TERM")
+    assert r.returncode == 143
+    work = work_dir(out)
+    assert r.stderr.strip() == (f"prep: terminated (SIGTERM); nothing was published; finished "
+                                f"tasks are kept in {work}: re-run the same command with "
+                                "--resume to continue")
+    pids = json.loads((work / "workers.json").read_text())["workers"]
+    assert all(gone(p) for p in pids)
+    assert prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
+                    "--resume").returncode == 0
+    same_dataset(out, straight)
+
+
+def test_killed_worker_fails_the_run_and_resume_finishes_it(corpus, straight, tmp_path):
+    out = tmp_path / "out"
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
+                 kill_at="task-before-done:beta.000002.L0")
+    assert r.returncode == 1
+    assert "a worker process died (killed, or out of memory) while running task" in r.stderr
+    assert "kept in" in r.stderr and "--resume" in r.stderr and "Traceback" not in r.stderr
+    work = work_dir(out)
+    assert list((work / "tasks").glob(".beta.000002.L0.tmp-*"))  # the dead task's leftovers
+    assert prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
+                    "--resume").returncode == 0
+    same_dataset(out, straight)
+
+
+def test_damaged_part_file_is_redone_on_resume(corpus, straight, tmp_path):
+    out = tmp_path / "out"
+    assert prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
+                    kill_at="after-task:5").returncode == -9
+    task = next(p for p in sorted((work_dir(out) / "tasks").iterdir())
+                if (p / "done.json").is_file())
+    tokens = task / "tokens.bin"
+    raw = bytearray(tokens.read_bytes())
+    raw[10] ^= 1
+    tokens.write_bytes(bytes(raw))
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--resume")
+    assert r.returncode == 0, r.stderr
+    same_dataset(out, straight)
+
+
+def test_resume_with_other_settings_is_refused_naming_the_difference(corpus, tmp_path):
+    out = tmp_path / "out"
+    assert prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
+                    kill_at="after-task:2").returncode == -9
+    cases = [(("--seed", "4"), "seed: 3 -> 4"),
+             (("--shard-tokens", "1024"), "shard_tokens: 134217728 -> 1024"),
+             (("--size-mb", "5"), "domains.alpha.size_mb: 10.0 -> 5.0")]
+    for extra, difference in cases:
+        r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, *extra, "--resume")
+        assert r.returncode == 1
+        assert "--resume: the unfinished run in" in r.stderr and difference in r.stderr, r.stderr
+    other = corpus.with_name("other.toml")
+    other.write_text(corpus.read_text().replace("min_chars = 10", "min_chars = 11", 1))
+    r = prep_cli("--recipe", str(other), "--out", str(out), *OPTS, "--resume")
+    assert r.returncode == 1 and "domains.alpha.min_chars: 10 -> 11" in r.stderr, r.stderr
+    assert len(list(out.glob(f"{WORK_PREFIX}*"))) == 1  # nothing was discarded
+
+
+def test_a_second_run_into_the_same_out_is_refused_by_the_lock(corpus, tmp_path):
+    out = tmp_path / "out"
+    with OutLock(out):  # a first run holding OUT (this process)
+        r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS)
+    assert r.returncode == 1
+    assert (f"another prep run is writing to {out} (PID {os.getpid()} on host "
+            f"{os.uname().nodename}, started ") in r.stderr
+    assert not (out / MANIFEST_NAME).exists() and not list(out.glob(f"{WORK_PREFIX}*"))
+
+
+@pytest.mark.parametrize("point,new", [("commit", False), ("publish-moved", False),
+                                       ("publish-manifest", True)])
+def test_overwrite_killed_at_each_step_of_the_publish_leaves_one_complete_dataset(
+        corpus, straight, tmp_path, point, new):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 0
+    old = data_files(out)
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "5",
+                 "--overwrite", kill_at=point)
+    assert r.returncode == -9
+    assert shards.open(out) is not None  # a complete dataset is published at every instant
+    assert subprocess.run([sys.executable, "-m", "shards", "verify", str(out)],
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+                          ).returncode == 0
+    assert (data_files(out) != old) is new
+    assert (manifest(out)["seed"] == 5) is new
+    # the next run cleans what the killed publish left and publishes again
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "5",
+                 "--overwrite")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert len(names) == 2 and names[1] == MANIFEST_NAME and names[0].startswith("data.")
+    assert manifest(out)["seed"] == 5
+
+
+def test_full_disk_at_the_manifest_write_keeps_the_old_dataset(corpus, tmp_path, monkeypatch,
+                                                               capsys):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 0
+    old = data_files(out)
+    real = atomic.write_text
+
+    def full(path, text):
+        if Path(path).name == MANIFEST_NAME:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(atomic, "write_text", full)
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "5",
+                    "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert "disk full" in err and "nothing was published (the previous dataset is intact)" in err
+    assert data_files(out) == old and manifest(out)["seed"] == 3
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "data.1", MANIFEST_NAME]
+    monkeypatch.setattr(atomic, "write_text", real)
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "5",
+                    "--overwrite", "--resume") == 0
+    assert manifest(out)["seed"] == 5
+
+
+def test_ctrl_c_exits_130_and_keeps_the_work(corpus, tmp_path):
+    out = tmp_path / "out"
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, kill_at="after-task:2:INT")
+    assert r.returncode == 130
+    assert "prep: interrupted; nothing was published; finished tasks are kept in" in r.stderr
+    assert not (out / MANIFEST_NAME).exists() and len(list(out.glob(f"{WORK_PREFIX}*"))) == 1
