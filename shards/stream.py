@@ -185,3 +185,30 @@ def document_batches(split: Split, batch: int = DOC_BATCH) -> Iterator[list[DocI
         raise FormatError(f"{path}: sha256 {digest} differs from the manifest's "
                           f"{rec.doc_index.sha256}: the document index changed; re-copy it or "
                           "re-run prep")
+
+
+def documents(split: Split, batch: int = DOC_BATCH,
+              chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[DocInfo, np.ndarray]]:
+    """Each document of the split with its tokens (EOT included; a copy the caller may keep),
+    in stream order: :func:`document_batches` and :func:`token_chunks` read side by side, with
+    all their checks. Memory: one batch of documents, one chunk, the current document."""
+    chunks = token_chunks(split, chunk_bytes)
+    rest = np.zeros(0, dtype=TOKEN_DTYPE)  # what the previous document left of the chunk
+    for docs in document_batches(split, batch):
+        for d in docs:
+            parts = [rest[:d.tokens].copy()]
+            rest = rest[d.tokens:]
+            need = d.tokens - len(parts[0])
+            while need:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    raise FormatError(f"{split.dataset.root / split.record.doc_index.path}: "
+                                      f"document {d.index} runs past the end of the shards; "
+                                      "run `python -m shards verify` and re-run prep")
+                parts.append(chunk.tokens[:need].copy())
+                rest = chunk.tokens[need:]
+                need -= len(parts[-1])
+            yield d, parts[0] if len(parts) == 1 else np.concatenate(parts)
+    for _ in chunks:  # runs the last shard's sha256 check; no tokens may be left
+        raise FormatError(f"{split.domain}/{split.name}: the shards hold more tokens than the "
+                          "document index covers; run `python -m shards verify`")

@@ -15,7 +15,7 @@ from shards_fixture import make_dataset
 
 import shards
 from shards.format import FormatError
-from shards.stream import document_batches, token_chunks
+from shards.stream import document_batches, documents, token_chunks
 
 DOCS = {"train": [(f"item {i} " * (1 + i % 9), {"n": i}) for i in range(50)],
         "eval": ["a", "b"]}
@@ -44,6 +44,15 @@ def test_document_batches_are_the_index(root: Path) -> None:
     batches = list(document_batches(sp, batch=7))
     assert [len(b) for b in batches] == [7] * 7 + [1]
     assert [d for b in batches for d in b] == sp.documents()
+
+
+@pytest.mark.parametrize("chunk_bytes", [2, 10, 64, 1 << 20])
+def test_documents_with_their_tokens(root: Path, chunk_bytes: int) -> None:
+    sp = shards.open(root).split("text", "train")
+    got = list(documents(sp, batch=4, chunk_bytes=chunk_bytes))
+    assert [d for d, _ in got] == sp.documents()
+    for d, ids in got:  # documents span chunks and shards: each is whole and kept intact
+        assert np.array_equal(ids, sp.document_tokens(d.index))
 
 
 def rewrite_index(root: Path, edit, *, fix_hash: bool = True) -> Path:
