@@ -18,12 +18,17 @@ One export per (domain, split), in a directory per domain; documents keep their 
 
 Splits without tokens get no file (both readers refuse empty files); export.json lists them.
 
-The export streams: one chunk of tokens and one batch of documents in memory whatever the size,
-every source byte checked against the manifest's sha256 and every token id against the
-vocabulary on the way (`shards.stream`). Everything is written into ``.OUT.tmp-<pid>`` beside
-OUT; ``export.json`` (the sha256 of every file, token and document counts, the source dataset's
-fingerprint) is written last, atomically, and the directory is then renamed to OUT. A killed or
-failed export leaves OUT as it was; the next export removes the temporary directory.
+The export streams the tokens once, one chunk in memory whatever the size, every source byte
+checked against the manifest's sha256 and every token id against the vocabulary on the way
+(`shards.stream`); Megatron's document boundaries are the EOTs found in that same pass (prep
+encodes text with no special token, so EOT ends documents and nothing else; the count is checked
+against the manifest, and `shards verify` checks each against the document index).
+
+Everything is written into ``.OUT.tmp-<pid>`` beside OUT; ``export.json`` (the sha256 of every
+file, token and document counts, the source dataset's fingerprint) is written last, atomically,
+and the directory is then renamed to OUT. A killed or failed export leaves OUT as it was; the
+next export removes the temporary directory. (A kill between the two renames of --overwrite
+leaves the earlier export in ``.OUT.old.tmp-<pid>`` and no OUT; the next export removes it.)
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from shards import atomic
 from shards.console import Out
 from shards.format import SPLITS, TOKEN_BYTES, FormatError
 from shards.reader import Dataset, Split, SplitNotFoundError
-from shards.stream import document_batches, token_chunks
+from shards.stream import token_chunks
 
 EXPORT_NAME = "export.json"
 EXPORT_FORMAT = "moe-shards-export"
@@ -178,45 +183,57 @@ def _hash_file(f: Any, size: int) -> str:
 
 
 def write_megatron(split: Split, stage: Path, prefix: str) -> list[FileRecord]:
-    """``prefix.bin`` and ``prefix.idx`` (MMIDIDX) of `split` under `stage`."""
+    """``prefix.bin`` and ``prefix.idx`` (MMIDIDX) of `split` under `stage`, in one pass.
+
+    Document boundaries are the EOT tokens: the format ends every document with one and nothing
+    else is EOT (`shards verify` checks them against the document index). Their count must equal
+    the manifest's documents and the split must end with one. The .idx sections are written at
+    their offsets as the EOTs are found, so memory holds one chunk's worth of lengths.
+    """
+    n = split.num_docs
+    eot = split.dataset.eot_id
+    head = len(MMIDIDX_MAGIC) + struct.calcsize("<QBQQ")
+    lengths_at, pointers_at, docs_at = head, head + 4 * n, head + 12 * n
+    idx_size = docs_at + 8 * (n + 1)
     h = hashlib.sha256()
-    ntok = 0
-    with atomic.atomic_open(stage / f"{prefix}.bin") as f:
+    ntok = k = last_end = 0
+    with atomic.atomic_open(stage / f"{prefix}.bin") as fb, \
+            atomic.atomic_open(stage / f"{prefix}.idx", "w+b") as fi:
+        fi.write(MMIDIDX_MAGIC + struct.pack("<QBQQ", MMIDIDX_VERSION, MMIDIDX_UINT16, n, n + 1))
+        fi.seek(docs_at)
+        fi.write(struct.pack("<q", 0))
         for chunk in token_chunks(split):
             view = memoryview(chunk.tokens).cast("B")
-            f.write(view)
+            fb.write(view)
             h.update(view)
+            ends = np.flatnonzero(chunk.tokens == eot) + (ntok + 1)  # one past each EOT
             ntok += len(chunk.tokens)
-    files = [FileRecord(f"{prefix}.bin", ntok * TOKEN_BYTES, h.hexdigest(), ntok)]
-    _kill_point("file")
-
-    n = split.num_docs
-    head = 9 + 8 + 1 + 8 + 8
-    lengths_at, pointers_at, docs_at = head, head + 4 * n, head + 12 * n
-    size = docs_at + 8 * (n + 1)
-    with atomic.atomic_open(stage / f"{prefix}.idx", "w+b") as f:
-        f.write(MMIDIDX_MAGIC + struct.pack("<QBQQ", MMIDIDX_VERSION, MMIDIDX_UINT16, n, n + 1))
-        f.seek(docs_at)
-        f.write(struct.pack("<q", 0))
-        k = byte_pos = 0
-        for docs in document_batches(split):
-            if k + len(docs) > n:
-                raise FormatError(f"{split.dataset.root / split.record.doc_index.path}: holds "
-                                  f"more than the {n} documents the manifest declares")
-            lens = np.fromiter((d.tokens for d in docs), dtype=np.int64, count=len(docs))
-            if int(lens.max(initial=0)) > np.iinfo(np.int32).max:
+            if not len(ends):
+                continue
+            if k + len(ends) > n:
+                raise FormatError(f"{split.dataset.root}: {split.domain}/{split.name} holds more "
+                                  f"EOT tokens than its {n} documents; run `python -m shards "
+                                  "verify`")
+            lens = np.diff(ends, prepend=last_end)
+            if int(lens.max()) > np.iinfo(np.int32).max:
                 raise ExportError(f"{split.domain}/{split.name}: a document of "
                                   f"{int(lens.max())} tokens exceeds Megatron's int32 lengths")
-            ends = byte_pos + TOKEN_BYTES * np.cumsum(lens)
-            f.seek(lengths_at + 4 * k)
-            f.write(lens.astype("<i4").tobytes())
-            f.seek(pointers_at + 8 * k)
-            f.write((ends - TOKEN_BYTES * lens).astype("<i8").tobytes())
-            f.seek(docs_at + 8 * (k + 1))
-            f.write(np.arange(k + 1, k + len(docs) + 1, dtype="<i8").tobytes())
-            k += len(docs)
-            byte_pos = int(ends[-1]) if len(docs) else byte_pos
-        files.append(FileRecord(f"{prefix}.idx", size, _hash_file(f, size)))
+            fi.seek(lengths_at + 4 * k)
+            fi.write(lens.astype("<i4").tobytes())
+            fi.seek(pointers_at + 8 * k)
+            fi.write((TOKEN_BYTES * (ends - lens)).astype("<i8").tobytes())
+            fi.seek(docs_at + 8 * (k + 1))
+            fi.write(np.arange(k + 1, k + len(ends) + 1, dtype="<i8").tobytes())
+            k += len(ends)
+            last_end = int(ends[-1])
+        if k != n or last_end != ntok:
+            raise FormatError(f"{split.dataset.root}: {split.domain}/{split.name} holds {k} "
+                              f"EOT-terminated documents and {ntok - last_end} tokens after the "
+                              f"last EOT; the manifest declares {n} documents, each ending with "
+                              "EOT: run `python -m shards verify`")
+        files = [FileRecord(f"{prefix}.bin", ntok * TOKEN_BYTES, h.hexdigest(), ntok),
+                 FileRecord(f"{prefix}.idx", idx_size, _hash_file(fi, idx_size))]
+    _kill_point("file")
     return files
 
 

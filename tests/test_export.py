@@ -230,6 +230,17 @@ def test_damaged_source_is_refused_and_nothing_published(
     assert [p.name for p in tmp_path.iterdir()] == ["bad"]  # no temporary directory left
 
 
+def test_megatron_boundaries_are_checked_against_the_manifest(
+        root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An EOT inside a document (the manifest rehashed to agree) would split it in two."""
+    bad, _ = damaged_copy(root, tmp_path, 50256)
+    assert export(bad, tmp_path / "out", "--format", "megatron") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "code/train holds more EOT tokens than its 31 documents" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_full_disk_publishes_nothing(root: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
