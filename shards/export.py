@@ -4,17 +4,18 @@ One export per (domain, split), in a directory per domain; documents keep their 
 (id 50256), as in the source dataset and as Megatron's ``preprocess_data.py --append-eod`` writes:
 
 - ``megatron``: Megatron-LM's indexed dataset, ``OUT/<domain>/<domain>_<split>_text_document``
-  ``.bin`` (the split's uint16 tokens) and ``.idx`` (MMIDIDX: the 9-byte magic, version 1, dtype
-  code 8 = uint16, the sequence and document-index counts, then int32 sequence lengths, int64
-  byte offsets and the int64 document indices 0..n). One sequence per document, so every
-  document boundary is kept. Pass the prefixes to ``--train-data-path`` / ``--valid-data-path``.
-- ``llmc``: llm.c's token files, ``OUT/<domain>/<domain>_<train|val>_000000.bin`` (llm.c calls
-  eval "val"): a header of 256 little-endian int32 (magic 20240520, version 1, token count, zeros)
-  then the uint16 tokens. A split is cut into the fewest files of at most ``--shard-tokens``
-  tokens, all of the same size (within one token), so no short tail file trips llm.c's loader,
-  which requires every file to hold at least B*T*processes+1 tokens; documents may run on into
-  the next file, as in llm.c's own ``fineweb.py``. Glob ``OUT/*/*_train_??????.bin`` for
-  llm.c's ``-i`` and ``OUT/*/*_val_??????.bin`` for ``-j``.
+  ``.bin`` + ``.idx`` (the names ``preprocess_data.py --output-prefix <domain>_<split>`` gives),
+  one sequence per document, so every document boundary is kept. Pass the prefixes to
+  ``--train-data-path`` / ``--valid-data-path``.
+- ``llmc``: llm.c's token files, ``OUT/<domain>/<domain>_<train|val>_000000.bin`` (llm.c's
+  ``<name>_<split>_NNNNNN.bin``; llm.c calls eval "val"). A split is cut into the fewest files of
+  at most ``--shard-tokens`` tokens, all of the same size (within one token), so no short tail
+  file trips llm.c's loader, which asserts that every file holds at least B*T*processes+1
+  tokens; documents run on into the next file, as in llm.c's own ``fineweb.py``. Glob
+  ``OUT/*/*_train_??????.bin`` for llm.c's ``-i`` and ``OUT/*/*_val_??????.bin`` for ``-j``
+  (the ``??????`` keeps a domain named like ``a_train_b`` out of the wrong glob).
+
+The bytes of both formats are described in `shards.export_formats`.
 
 Splits without tokens get no file (both readers refuse empty files); export.json lists them.
 
@@ -34,51 +35,36 @@ leaves the earlier export in ``.OUT.old.tmp-<pid>`` and no OUT; the next export 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import signal
-import struct
 import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import shards
 from shards import atomic
 from shards.console import Out
-from shards.format import SPLITS, TOKEN_BYTES, FormatError
+from shards.export_formats import (
+    LAYOUTS,
+    LLMC_MAX_FILE_TOKENS,
+    LLMC_SPLIT_NAME,
+    ExportError,
+    FileRecord,
+    write_llmc,
+    write_megatron,
+)
+from shards.format import SPLITS, FormatError
 from shards.reader import Dataset, Split, SplitNotFoundError
-from shards.stream import token_chunks
 
 EXPORT_NAME = "export.json"
 EXPORT_FORMAT = "moe-shards-export"
 EXPORT_VERSION = 1
 FORMATS = ("megatron", "llmc")
-MMIDIDX_MAGIC = b"MMIDIDX\x00\x00"
-MMIDIDX_VERSION = 1
-MMIDIDX_UINT16 = 8  # Megatron's DType code of numpy.uint16
-LLMC_MAGIC = 20240520
-LLMC_VERSION = 1  # uint16 GPT-2 tokens
-LLMC_HEADER_INTS = 256
-LLMC_MAX_FILE_TOKENS = 2**31 - 1  # the header's int32 token count
-LLMC_SPLIT_NAME = {"train": "train", "eval": "val"}
-LAYOUTS = {
-    "megatron": "Megatron-LM indexed dataset per split: <prefix>.bin holds the uint16 tokens, "
-                "<prefix>.idx (MMIDIDX v1, dtype code 8) one sequence per document and the "
-                "document indices 0..n",
-    "llmc": "llm.c token files per split: 256 x int32 header (magic 20240520, version 1, token "
-            "count), then uint16 tokens; equal files of at most shard_tokens tokens",
-}
 KILL_AT_ENV = "SHARDS_EXPORT_TEST_KILL_AT"  # test hook: SIGKILL this process at a named point
-
-
-class ExportError(ValueError):
-    """Export options or an output directory that cannot be used; the message says the fix."""
 
 
 @dataclass
@@ -130,14 +116,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 @dataclass
-class FileRecord:
-    path: str  # relative to the export directory
-    bytes: int
-    sha256: str
-    tokens: int | None = None  # token files; None for a Megatron .idx
-
-
-@dataclass
 class SplitExport:
     domain: str
     split: str
@@ -160,116 +138,9 @@ class ExportResult:
         return self.bytes_written / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-# --------------------------------------------------------------------------- writers
-
-
 def _kill_point(name: str) -> None:
     if os.environ.get(KILL_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _hash_file(f: Any, size: int) -> str:
-    f.flush()
-    f.seek(0)
-    h = hashlib.sha256()
-    left = size
-    while left:
-        block = f.read(min(left, 8 << 20))
-        if not block:
-            raise OSError(f"{f.name}: ended after {size - left} of {size} bytes written")
-        h.update(block)
-        left -= len(block)
-    return h.hexdigest()
-
-
-def write_megatron(split: Split, stage: Path, prefix: str) -> list[FileRecord]:
-    """``prefix.bin`` and ``prefix.idx`` (MMIDIDX) of `split` under `stage`, in one pass.
-
-    Document boundaries are the EOT tokens: the format ends every document with one and nothing
-    else is EOT (`shards verify` checks them against the document index). Their count must equal
-    the manifest's documents and the split must end with one. The .idx sections are written at
-    their offsets as the EOTs are found, so memory holds one chunk's worth of lengths.
-    """
-    n = split.num_docs
-    eot = split.dataset.eot_id
-    head = len(MMIDIDX_MAGIC) + struct.calcsize("<QBQQ")
-    lengths_at, pointers_at, docs_at = head, head + 4 * n, head + 12 * n
-    idx_size = docs_at + 8 * (n + 1)
-    h = hashlib.sha256()
-    ntok = k = last_end = 0
-    with atomic.atomic_open(stage / f"{prefix}.bin") as fb, \
-            atomic.atomic_open(stage / f"{prefix}.idx", "w+b") as fi:
-        fi.write(MMIDIDX_MAGIC + struct.pack("<QBQQ", MMIDIDX_VERSION, MMIDIDX_UINT16, n, n + 1))
-        fi.seek(docs_at)
-        fi.write(struct.pack("<q", 0))
-        for chunk in token_chunks(split):
-            view = memoryview(chunk.tokens).cast("B")
-            fb.write(view)
-            h.update(view)
-            ends = np.flatnonzero(chunk.tokens == eot) + (ntok + 1)  # one past each EOT
-            ntok += len(chunk.tokens)
-            if not len(ends):
-                continue
-            if k + len(ends) > n:
-                raise FormatError(f"{split.dataset.root}: {split.domain}/{split.name} holds more "
-                                  f"EOT tokens than its {n} documents; run `python -m shards "
-                                  "verify`")
-            lens = np.diff(ends, prepend=last_end)
-            if int(lens.max()) > np.iinfo(np.int32).max:
-                raise ExportError(f"{split.domain}/{split.name}: a document of "
-                                  f"{int(lens.max())} tokens exceeds Megatron's int32 lengths")
-            fi.seek(lengths_at + 4 * k)
-            fi.write(lens.astype("<i4").tobytes())
-            fi.seek(pointers_at + 8 * k)
-            fi.write((TOKEN_BYTES * (ends - lens)).astype("<i8").tobytes())
-            fi.seek(docs_at + 8 * (k + 1))
-            fi.write(np.arange(k + 1, k + len(ends) + 1, dtype="<i8").tobytes())
-            k += len(ends)
-            last_end = int(ends[-1])
-        if k != n or last_end != ntok:
-            raise FormatError(f"{split.dataset.root}: {split.domain}/{split.name} holds {k} "
-                              f"EOT-terminated documents and {ntok - last_end} tokens after the "
-                              f"last EOT; the manifest declares {n} documents, each ending with "
-                              "EOT: run `python -m shards verify`")
-        files = [FileRecord(f"{prefix}.bin", ntok * TOKEN_BYTES, h.hexdigest(), ntok),
-                 FileRecord(f"{prefix}.idx", idx_size, _hash_file(fi, idx_size))]
-    _kill_point("file")
-    return files
-
-
-def write_llmc(split: Split, stage: Path, stem: str, max_tokens: int) -> list[FileRecord]:
-    """``stem_000000.bin``... of `split` under `stage`: equal files of <= `max_tokens` tokens."""
-    total = split.num_tokens
-    if total == 0:
-        return []
-    n_files = -(-total // max_tokens)
-    base, extra = divmod(total, n_files)
-    chunks = token_chunks(split)
-    pending = np.zeros(0, dtype=np.uint16)
-    files = []
-    for i in range(n_files):
-        ntok = base + (i < extra)
-        header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
-        header[:3] = (LLMC_MAGIC, LLMC_VERSION, ntok)
-        h = hashlib.sha256(header.tobytes())
-        rel = f"{stem}_{i:06d}.bin"
-        with atomic.atomic_open(stage / rel) as f:
-            f.write(header.tobytes())
-            need = ntok
-            while need:
-                if not len(pending):
-                    pending = next(chunks).tokens
-                view = memoryview(pending[:need]).cast("B")
-                f.write(view)
-                h.update(view)
-                need -= len(view) // TOKEN_BYTES
-                pending = pending[len(view) // TOKEN_BYTES:]
-        files.append(FileRecord(rel, header.nbytes + ntok * TOKEN_BYTES, h.hexdigest(), ntok))
-        _kill_point("file")
-    for _ in chunks:  # runs the last shard's sha256 check; no tokens may be left
-        raise FormatError(f"{split.domain}/{split.name}: the shards hold more tokens than the "
-                          f"manifest's {total}; run `python -m shards verify`")
-    return files
 
 
 # --------------------------------------------------------------------------- the export
@@ -355,6 +226,7 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
                 stem = f"{sp.domain}/{sp.domain}_{LLMC_SPLIT_NAME[sp.name]}"
                 rec.files = write_llmc(sp, stage, stem, cfg.shard_tokens)
             done.append(rec)
+            _kill_point("file")
         manifest = _manifest(ds, cfg, done)
         atomic.write_text(stage / EXPORT_NAME, json.dumps(manifest, indent=2) + "\n")
         _kill_point("manifest")
