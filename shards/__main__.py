@@ -1,4 +1,4 @@
-"""`python -m shards {inspect,verify,sample,audit,export} DIR`: the reviewer's tools for a dataset."""
+"""`python -m shards {inspect,verify,sample,audit,export} DIR`: the tools for a dataset."""
 
 from __future__ import annotations
 

@@ -179,6 +179,17 @@ def test_a_directory_that_is_not_an_export_is_never_replaced(
     assert (empty / EXPORT_NAME).is_file()
 
 
+def test_help_explains_every_flag() -> None:
+    out = subprocess.run([sys.executable, "-m", "shards", "export", "--help"], capture_output=True,
+                         text=True, check=True, cwd=REPO).stdout
+    for flag in ("--format {megatron,llmc}", "--out OUT", "--overwrite", "--domain DOMAIN",
+                 "--split {train,eval}", "--shard-tokens SHARD_TOKENS", "dataset directory"):
+        assert flag in out, flag
+    assert "default: 100000000" in out
+    assert "export" in subprocess.run([sys.executable, "-m", "shards", "--help"], text=True,
+                                      capture_output=True, check=True, cwd=REPO).stdout
+
+
 def test_bad_input_gives_one_line_errors(root: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
