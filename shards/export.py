@@ -206,6 +206,9 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
     ds = shards.open(cfg.dir)
     selected = _selected(ds, cfg)
     out = Path(os.path.abspath(cfg.out))
+    if ds.root.resolve().is_relative_to(out.resolve()):
+        raise ExportError(f"--out {cfg.out}: holds the dataset {ds.root}; choose a directory "
+                          "outside it")
     replace = _check_out(out, cfg.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     for p in _remove_stale(out.parent, out.name):

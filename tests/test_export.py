@@ -192,13 +192,16 @@ def test_help_explains_every_flag() -> None:
 
 def test_bad_input_gives_one_line_errors(root: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
+    o = str(tmp_path / "o")
     cases = [
-        ([str(tmp_path / "nothing"), "--format", "llmc"], "no manifest here"),
-        ([str(root), "--format", "llmc", "--domain", "poetry"], "no domain 'poetry'"),
-        ([str(root), "--format", "llmc", "--shard-tokens", "0"], "--shard-tokens 0: must be"),
+        ([str(tmp_path / "nothing"), "--format", "llmc", "--out", o], "no manifest here"),
+        ([str(root), "--format", "llmc", "--out", o, "--domain", "poetry"], "no domain 'poetry'"),
+        ([str(root), "--format", "llmc", "--out", o, "--shard-tokens", "0"],
+         "--shard-tokens 0: must be"),
+        ([str(root), "--format", "llmc", "--out", str(root.parent)], "holds the dataset"),
     ]
     for args, message in cases:
-        assert main(["export", *args, "--out", str(tmp_path / "o")]) == 2
+        assert main(["export", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "o").exists()

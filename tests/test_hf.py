@@ -46,8 +46,8 @@ def test_round_trip_every_document(root: Path, tmp_path: Path) -> None:
         "title": "Tèxt 3", "id": 3}
     empty = shards.to_hf(ds, "prose", "eval", cache_dir=tmp_path)
     assert empty.num_rows == 0 and empty.features == hf.features
-    torch_rows = shards.to_hf(ds, "code", "train", cache_dir=tmp_path).with_format("numpy")
-    assert np.array_equal(torch_rows[0]["input_ids"], ds.split("code", "train").document_tokens(0))
+    as_numpy = shards.to_hf(ds, "code", "train", cache_dir=tmp_path).with_format("numpy")
+    assert np.array_equal(as_numpy[0]["input_ids"], ds.split("code", "train").document_tokens(0))
 
 
 def test_cache_entries_never_collide(root: Path, tmp_path: Path) -> None:
