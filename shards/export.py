@@ -138,6 +138,10 @@ class ExportResult:
         return self.bytes_written / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
+class ExportIOError(ExportError):
+    """Reading or writing failed (a full disk, a permission); nothing was published."""
+
+
 def _kill_point(name: str) -> None:
     if os.environ.get(KILL_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -177,8 +181,9 @@ def _remove_stale(parent: Path, name: str) -> list[Path]:
     return removed
 
 
-def _publish(stage: Path, out: Path, replace: bool) -> None:
-    """Rename the finished `stage` to `out`, moving an earlier export aside first."""
+def _publish(stage: Path, out: Path, replace: bool) -> Path | None:
+    """Rename the finished `stage` to `out`, moving an earlier export aside first; returns
+    where the earlier export now lies, for the caller to remove."""
     old = out.with_name(f".{out.name}.old{atomic.TMP_MARK}{os.getpid()}")
     if replace:
         os.rename(out, old)
@@ -190,9 +195,7 @@ def _publish(stage: Path, out: Path, replace: bool) -> None:
         if replace:
             os.rename(old, out)
         raise
-    atomic.fsync_dir(out.parent)
-    if replace:
-        shutil.rmtree(old)
+    return old if replace else None
 
 
 def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
@@ -233,10 +236,17 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
         manifest = _manifest(ds, cfg, done)
         atomic.write_text(stage / EXPORT_NAME, json.dumps(manifest, indent=2) + "\n")
         _kill_point("manifest")
-        _publish(stage, out, replace)
+        old = _publish(stage, out, replace)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise ExportIOError(f"export to {out} failed: {e}; nothing was published ({out} is as "
+                            "it was)") from e
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    atomic.fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old)
     nbytes = sum(f.bytes for r in done for f in r.files)
     return ExportResult(out, manifest, done, nbytes, time.perf_counter() - t0)
 
@@ -279,12 +289,18 @@ def run(args: argparse.Namespace) -> int:
     log = Out()
     try:
         result = export(cfg, log)
+    except KeyboardInterrupt:
+        print(f"export: interrupted; nothing was published ({cfg.out} is as it was)",
+              file=sys.stderr)
+        return 130
+    except ExportIOError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ExportError, FormatError, SplitNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        print(f"error: export to {cfg.out} failed: {e}; nothing was published ({cfg.out} is as "
-              "it was)", file=sys.stderr)
+    except OSError as e:  # after publishing (removing the replaced export): claim nothing more
+        print(f"error: {e}", file=sys.stderr)
         return 1
     rows = [[r.domain, r.split, r.docs, r.tokens, len(r.files),
              f"{sum(f.bytes for f in r.files) / 1e6:.2f}"] for r in result.splits]
