@@ -185,14 +185,16 @@ def _publish(stage: Path, out: Path, replace: bool) -> Path | None:
     """Rename the finished `stage` to `out`, moving an earlier export aside first; returns
     where the earlier export now lies, for the caller to remove."""
     old = out.with_name(f".{out.name}.old{atomic.TMP_MARK}{os.getpid()}")
-    if replace:
-        os.rename(out, old)
-    elif out.exists():
-        out.rmdir()  # empty (checked); another export may have filled it meanwhile: then fails
+    moved = False
     try:
-        os.rename(stage, out)
-    except OSError:
         if replace:
+            os.rename(out, old)
+            moved = True
+        elif out.exists():
+            out.rmdir()  # empty (checked); if another export filled it meanwhile, this fails
+        os.rename(stage, out)
+    except BaseException:  # an error or Ctrl-C between the renames: put the earlier one back
+        if moved:
             os.rename(old, out)
         raise
     return old if replace else None
