@@ -1,11 +1,11 @@
-"""`python -m shards {inspect,verify,sample,audit} DIR`: the reviewer's tools for a dataset."""
+"""`python -m shards {inspect,verify,sample,audit,export} DIR`: the tools for a dataset."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from shards import audit, inspect_cmd, sample, verify
+from shards import audit, export, inspect_cmd, sample, verify
 from shards.format import FormatError
 from shards.reader import SplitNotFoundError
 
@@ -15,6 +15,8 @@ COMMANDS = {
                        "exit 1 on any problem"),
     "sample": (sample, "print random whole documents of a domain, decoded, with provenance"),
     "audit": (audit, "contamination, source diversity and format artifacts per domain"),
+    "export": (export, "write the dataset for another trainer: Megatron-LM indexed dataset or "
+                       "llm.c token files, with an export.json of checksums"),
 }
 
 

@@ -6,15 +6,24 @@ with the real shard writer, then times:
 - verify's reading-and-hashing pass (MB/s) against a plain sequential sha256 of the same files
   read the same way (the baseline, measured in the same run; the ratio is printed), and the whole
   `verify` (every check, every document's content hash);
-- `audit` (exact 13-gram contamination, diversity, format artifacts), in seconds.
+- `audit` (exact 13-gram contamination, diversity, format artifacts), in seconds;
+- `export` to Megatron-LM and to llm.c files (MB of tokens per second, fsynced like every write
+  of this project) against a plain durable copy of the same shard files (`atomic.copy_file`), the
+  baseline, measured in the same run; and the export's peak RSS, in a process of its own, against
+  one that only imports it.
 
-Files are read from the page cache after the first pass, so this measures the code, not the disk.
+Files are read from the page cache after the first pass, so hashing measures the code, not the
+disk; the exports and the copy write (and fsync) to the disk of ``--workdir``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 import shards
+from shards import atomic
 from shards.audit import audit
 from shards.console import Out
+from shards.export import ExportConfig, export
 from shards.format import CountsRecord, SplitRecord, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
 from shards.verify import verify
@@ -129,6 +140,61 @@ def plain_sha256(paths: list[Path], chunk: int = 8 << 20) -> tuple[int, float]:
     return total, time.perf_counter() - t0
 
 
+def plain_copy(paths: list[Path], dest: Path) -> tuple[int, float]:
+    """The export baseline: a durable copy of each file (read, write, fsync, rename)."""
+    dest.mkdir(parents=True)
+    t0 = time.perf_counter()
+    total = 0
+    for i, p in enumerate(paths):
+        atomic.copy_file(p, dest / f"{i}.bin")
+        total += p.stat().st_size
+    return total, time.perf_counter() - t0
+
+
+_PEAK_RSS = ("import atexit, runpy, sys\n"
+             "def peak():\n"
+             "    status = open('/proc/self/status').read()\n"
+             "    print('VmHWM', status.split('VmHWM:')[1].split()[0], file=sys.stderr)\n"
+             "atexit.register(peak)\n"
+             "sys.argv = sys.argv[1:]\n"
+             "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
+def _peak_rss_mb(module: str, *args: str) -> float:
+    """Peak resident memory (VmHWM, of this process image alone) of `python -m module args`."""
+    r = subprocess.run([sys.executable, "-c", _PEAK_RSS, module, *args], capture_output=True,
+                       text=True, cwd=os.getcwd())
+    lines = [x for x in r.stderr.splitlines() if x.startswith("VmHWM ")]
+    if r.returncode or not lines:
+        raise SystemExit(f"bench: python -m {module} failed ({r.returncode}): {r.stderr[-500:]}")
+    return int(lines[-1].split()[1]) / 1024
+
+
+def bench_export(root: Path, workdir: Path, repeat: int) -> dict[str, float]:
+    """Best-of-`repeat` MB/s of a plain copy and of both exports, interleaved; peak RSS."""
+    ds = shards.open(root)
+    shard_files = [ds.root / s.path for sp in ds.splits() for s in sp.record.shards]
+    best = {"copy": 0.0, "megatron": 0.0, "llmc": 0.0}
+    for _ in range(repeat):
+        dest = workdir / "export-bench"
+        nbytes, s = plain_copy(shard_files, dest / "copy")
+        best["copy"] = max(best["copy"], nbytes / 1e6 / s)
+        for fmt in ("megatron", "llmc"):
+            t0 = time.perf_counter()
+            export(ExportConfig(dir=root, format=fmt, out=dest / fmt))
+            best[fmt] = max(best[fmt], nbytes / 1e6 / (time.perf_counter() - t0))
+        shutil.rmtree(dest)
+    rss_export = _peak_rss_mb("shards", "export", str(root), "--format", "megatron", "--out",
+                              str(workdir / "export-rss"))
+    shutil.rmtree(workdir / "export-rss")
+    rss_import = _peak_rss_mb("shards", "--help")  # imports the same modules, exports nothing
+    return {"export_tokens_mb": nbytes / 1e6, "copy_mb_s": best["copy"],
+            "megatron_mb_s": best["megatron"], "llmc_mb_s": best["llmc"],
+            "megatron_vs_copy": best["megatron"] / best["copy"],
+            "llmc_vs_copy": best["llmc"] / best["copy"],
+            "export_peak_rss_mb": rss_export, "import_peak_rss_mb": rss_import}
+
+
 def run(cfg: BenchConfig, workdir: Path, out: Out) -> dict[str, float]:
     t0 = time.perf_counter()
     root = generate(workdir / "bench", cfg)
@@ -171,6 +237,18 @@ def run(cfg: BenchConfig, workdir: Path, out: Out) -> dict[str, float]:
     contamination = {d: e["contamination"]["own_train"]["doc_share"]
                      for d, e in result["domains"].items()}
     out.line(f"audit eval-doc 13-gram overlap with own train: {contamination}")
+    ex = bench_export(root, workdir, cfg.repeat)
+    figures.update(ex)
+    out.table(f"shards export: {ex['export_tokens_mb']:.1f} MB of tokens, best of {cfg.repeat}, "
+              "written and fsynced", ["measure", "value"], [
+        ["plain durable copy of the shards (baseline)", f"{ex['copy_mb_s']:.0f} MB/s"],
+        ["export --format megatron", f"{ex['megatron_mb_s']:.0f} MB/s "
+                                     f"({ex['megatron_vs_copy']:.2f}x the copy)"],
+        ["export --format llmc", f"{ex['llmc_mb_s']:.0f} MB/s "
+                                 f"({ex['llmc_vs_copy']:.2f}x the copy)"],
+        ["peak RSS: export (own process) / import only",
+         f"{ex['export_peak_rss_mb']:.0f} MB / {ex['import_peak_rss_mb']:.0f} MB"],
+    ])
     return figures
 
 
