@@ -30,6 +30,8 @@ _TITLE = re.compile(r"^= ([^=](?:.*[^=])?) =$")
 
 def article_title(line: str) -> str | None:
     """The title if `line` is a level-1 WikiText heading, else None."""
+    if "=" not in line:  # most lines: skip the strip and the regex
+        return None
     m = _TITLE.match(line.strip())
     return m.group(1).strip() if m else None
 
