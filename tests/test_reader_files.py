@@ -230,6 +230,16 @@ def test_json_array_files_are_never_split(tmp_path: Path) -> None:
         docs_of(cfg("json", [f]))
 
 
+def test_utf8_bom_and_blank_lines(tmp_path: Path) -> None:
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + jsonl([{"text": "a"}]) + b"\n  \r\n" + jsonl([{"text": "b"}]))
+    assert [(d.text, d.source) for d in docs_of(cfg("json", [f]))] == [
+        ("a", {"file": str(f), "row": 0}), ("b", {"file": str(f), "row": 3})]  # row = line
+    a = tmp_path / "bom.json"
+    a.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"text": "c"}]).encode())
+    assert [d.text for d in docs_of(cfg("json", [a]))] == ["c"]
+
+
 def test_a_file_changed_after_planning_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "a.jsonl"
     f.write_bytes(jsonl([{"text": "one"}]))
