@@ -148,9 +148,8 @@ class HFReader(Reader):
             if self.mode is None:
                 raise RuntimeError("HFReader.partitions() runs in the coordinator "
                                    "(ReadSettings(probe=True)); workers use the partition spec")
-            revision = self.resolved_revision or self.cfg.revision
             spec = {"mode": self.mode, "target": self.target,
-                    "revision": revision if self.mode == "hub" else self.resolved_revision}
+                    "revision": self.resolved_revision or self.cfg.revision}
             n = self._dataset(spec).num_shards
             self._partitions = [self._partition(spec, i, n) for i in range(n)]
         return self._partitions

@@ -64,8 +64,8 @@ class JsonReader(FileReader):
                 break
         first = b"".join(head).lstrip(_WHITESPACE)
         if not first:
-            what = ("decompresses to nothing" if head == [] or not any(head)
-                    else "holds only blank lines, no records")
+            what = ("holds only blank lines, no records" if any(head)
+                    else "decompresses to nothing")
             raise self._error(files.empty_file_error(path, what))
         stream = chain(head, chunks)
         if first.removeprefix(_BOM).startswith(b"["):
