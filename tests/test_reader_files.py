@@ -170,6 +170,18 @@ def test_packing_splitting_and_keys(tmp_path: Path) -> None:
     assert [d.text for d in out] == ["x" * 20] * 5 + [f"line {i}" for i in range(40)] + noise
 
 
+def test_keys_are_unique_paths_below_the_common_folder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for d in ("x", "y/z"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "f.jsonl").write_bytes(jsonl([{"text": d}]))
+    monkeypatch.chdir(tmp_path)  # a relative path and an absolute one
+    src = planned(cfg("json", ["x/f.jsonl", tmp_path / "y/z/f.jsonl"]), partition_bytes=10)
+    assert [p.key for p in src.partitions()] == [
+        "x/f.jsonl@0+10", "x/f.jsonl@10+4", "y/z/f.jsonl@0+10", "y/z/f.jsonl@10+6"]
+    assert [d.text for d in read_all(src)] == ["x", "y/z"]
+
+
 def test_byte_range_provenance_and_records(tmp_path: Path) -> None:
     f = tmp_path / "big.jsonl"
     recs = [{"text": f"document number {i}", "id": i} for i in range(30)]

@@ -38,6 +38,7 @@ class FileReader(Reader):
         self.patterns = list(cfg.data_files)
         self._files: list[FileInfo] | None = None
         self._partitions: list[Partition] | None = None
+        self._base: str | None = None  # the common folder of the files (partition keys)
         self._digests: dict[str, list[dict[str, Any]]] = {}
         if settings.probe:
             self._check_files(self.files)
@@ -63,8 +64,10 @@ class FileReader(Reader):
 
     def display(self, path: str) -> str:
         """A path as partition keys show it: relative to the common folder of all files."""
-        base = os.path.commonpath([os.path.dirname(f.path) or "." for f in self.files])
-        return os.path.relpath(path, base) if base else path
+        if self._base is None:
+            self._base = os.path.commonpath([os.path.dirname(os.path.abspath(f.path))
+                                             for f in self.files])
+        return os.path.relpath(os.path.abspath(path), self._base)
 
     def partitions(self) -> list[Partition]:
         if self._partitions is None:
@@ -99,10 +102,7 @@ class FileReader(Reader):
             check_unchanged(f, self._error)
             hasher = hashlib.sha256()
             yield from self._read_file(f, start, end, hasher, spec)
-            rec: dict[str, Any] = {"path": f.path}
-            rec.update({"bytes": f.size} if start is None else {"start": start, "end": end})
-            rec["sha256"] = hasher.hexdigest()
-            records.append(rec)
+            records.append(_record(f.path, f.size, start, end, hasher.hexdigest()))
         self._digests[partition.key] = records  # reached only when read to its end
 
     def _read_file(self, f: FileInfo, start: int | None, end: int | None, hasher: Any,
@@ -123,17 +123,10 @@ class FileReader(Reader):
     def partition_record(self, partition: Partition) -> dict[str, Any]:
         records = self._digests.pop(partition.key, None)
         if records is None:  # not read to its end by this reader: hash now
-            spec = partition.spec
-            start, end = spec.get("start"), spec.get("end")
-            records = []
-            for entry in spec["files"]:
-                path = entry["path"]
-                if start is None:
-                    records.append({"path": path, "bytes": entry["size"],
-                                    "sha256": sha256_range(path)})
-                else:
-                    records.append({"path": path, "start": start, "end": end,
-                                    "sha256": sha256_range(path, start, end)})
+            start, end = partition.spec.get("start"), partition.spec.get("end")
+            records = [_record(e["path"], e["size"], start, end,
+                               sha256_range(e["path"], start or 0, end))
+                       for e in partition.spec["files"]]
         return {"files": records}
 
     def describe(self) -> dict[str, Any]:
@@ -151,3 +144,11 @@ class FileReader(Reader):
         }
 
     _how = "read natively"
+
+
+def _record(path: str, size: int, start: int | None, end: int | None,
+            sha256: str) -> dict[str, Any]:
+    """A partition record's entry: a whole file's bytes, or a range's start and end."""
+    if start is None:
+        return {"path": path, "bytes": size, "sha256": sha256}
+    return {"path": path, "start": start, "end": end, "sha256": sha256}
