@@ -682,3 +682,30 @@ def test_synthetic_math_describe() -> None:
     [p] = src.partitions()
     assert worker(src).partition_record(p) == {"synthetic": True, "stream": "5:synthetic-math:0",
                                                "problems": [0, 10]}
+
+
+# --------------------------------------------------------------------------- plans are JSON
+
+
+def test_every_reader_plans_json_partitions_that_workers_read(tmp_path: Path) -> None:
+    from prep.readers import Partition
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(jsonl([{"content": f"doc {i}", "url": f"u{i}"} for i in range(50)]))
+    pf = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(RECORDS * 20), pf, row_group_size=7)
+    cfgs = [local_cfg("json", [str(big)]), local_cfg("parquet", [str(pf)]),
+            DomainConfig(name="math", source="synthetic-math", synthetic_docs=1200),
+            DomainConfig(name="prose", source="pydoc"), mathqa_cfg(make_mathqa_zip(
+                tmp_path / "MathQA.zip"))]
+    for cfg in cfgs:
+        src = planned(cfg, partition_bytes=300)
+        parts = src.partitions()
+        assert len({p.key for p in parts}) == len(parts)
+        assert [p.index for p in parts] == list(range(len(parts)))
+        shipped = [Partition.from_dict(json.loads(json.dumps(p.to_dict()))) for p in parts]
+        assert shipped == parts
+        direct = read_all(src)
+        assert [d for q in shipped for d in worker(src).read(q)] == direct and direct
+        json.dumps(src.describe())
+        json.dumps([worker(src).partition_record(q) for q in shipped])
