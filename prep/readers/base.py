@@ -90,12 +90,32 @@ class Reader:
         """The source's partitions in natural order (coordinator; may be called in workers)."""
         raise NotImplementedError
 
+    def partitions_after(self, partition: Partition) -> Iterator[Partition]:
+        """The partitions that follow `partition`, in order, produced lazily (worker).
+
+        Used by readers that wrap another one (WikiText grouping reads on into the next
+        partitions to finish its last article). The default lists `partitions()`; a reader
+        whose listing needs the network (hf) derives them from ``partition.spec`` instead.
+        """
+        return (p for p in self.partitions() if p.index > partition.index)
+
     def read(self, partition: Partition) -> Iterator[Document | BadRecord]:
         """Stream one partition's records, in order (worker)."""
         raise NotImplementedError
 
+    def partition_record(self, partition: Partition) -> dict[str, Any]:
+        """The partition's input facts for the manifest (worker, after reading it to its end).
+
+        For files: ``{"files": [{"path", "bytes", "sha256"}]}``, or for a byte range
+        ``{"files": [{"path", "start", "end", "sha256"}]}``. Files are hashed here, in the
+        workers, never in the coordinator; a reader may reuse digests computed while reading.
+        """
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
-        """The manifest's `domains.<d>.source` record: reader, dataset/files with checksums."""
+        """The manifest's `domains.<d>.source` record: reader, dataset, files, revision.
+
+        Cheap (coordinator): it never hashes input; checksums come from `partition_record`."""
         raise NotImplementedError
 
     def format_rules(self) -> list[str]:
