@@ -53,17 +53,25 @@ def work_dir(out: Path) -> Path:
 
 
 def gone(pid: int, timeout: float = 10.0) -> bool:
-    """True once `pid` no longer runs (a zombie counts as gone); polls up to `timeout`."""
+    """True once `pid` no longer runs: no such process, or a zombie whose threads have all
+    exited (a zombie thread-group leader can outlive its last threads by a moment). Polls up to
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            threads = len(os.listdir(f"/proc/{pid}/task"))
         except (FileNotFoundError, ProcessLookupError):
             return True
-        if state in ("Z", "X"):
+        if state in ("Z", "X") and threads <= 1:
             return True
         time.sleep(0.05)
     return False
+
+
+def finished_tasks(work: Path) -> list[str]:
+    return sorted(p.name for p in (work / "tasks").iterdir()
+                  if not p.name.startswith(".") and (p / "done.json").is_file())
 
 
 def same_dataset(a: Path, b: Path) -> None:
@@ -81,14 +89,13 @@ def test_kill_9_of_the_coordinator_then_resume_is_byte_identical(corpus, straigh
     work = work_dir(out)
     pids = json.loads((work / "workers.json").read_text())["workers"]
     assert len(pids) == 2 and all(gone(p) for p in pids)  # no worker outlives its coordinator
-    finished = [p for p in (work / "tasks").iterdir() if (p / "done.json").is_file()]
+    finished = finished_tasks(work)
     assert len(finished) >= after
     # without --resume the leftover run is reported, not silently deleted or reused
     r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS)
     assert r.returncode == 1
     assert f"of 8 planned tasks finished, in {work}): pass --resume" in r.stderr
-    assert len([p for p in (work / "tasks").iterdir() if (p / "done.json").is_file()]) == len(
-        finished)
+    assert finished_tasks(work) == finished  # nothing redone, nothing removed
     r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--resume")
     assert r.returncode == 0, r.stderr
     same_dataset(out, straight)
@@ -129,8 +136,7 @@ def test_damaged_part_file_is_redone_on_resume(corpus, straight, tmp_path):
     out = tmp_path / "out"
     assert prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
                     kill_at="after-task:5").returncode == -9
-    task = next(p for p in sorted((work_dir(out) / "tasks").iterdir())
-                if (p / "done.json").is_file())
+    task = work_dir(out) / "tasks" / finished_tasks(work_dir(out))[0]
     tokens = task / "tokens.bin"
     raw = bytearray(tokens.read_bytes())
     raw[10] ^= 1
