@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prep_fixture import random_doc, write_recipe
 from readers_fixture import planned, read_all, worker
 
 import prep.readers.hf as hf
+import shards
+from prep.__main__ import main
 from prep.readers import BadRecord, Document, SourceError
 from prep.readers.wikitext import group_articles
 from prep.recipe import DomainConfig
@@ -213,3 +217,41 @@ def test_offline_wikitext_grouped_across_shards(hf_home: Path,
     assert got[0].text == "= Article 0 = \n\n line 0.0"
     assert got[1].source == {"shard": 1, "row": 0, "title": "Article 1"}
     assert got[2].source == {"shard": 1, "row": 4, "title": "Article 2"}  # ends in shard 3
+
+
+def test_prep_end_to_end_offline_from_the_hub_cache(hf_home: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """`python -m prep` with `source = "hf"` on a compute node without internet: both domains
+    come from the Hub cache (one grouped WikiText-style), with the commit hash in the manifest."""
+    rng = random.Random(7)
+    make_hub_cache(hf_home, "org/code", {f"data/part-{i}.jsonl": jsonl_bytes(
+        [{"content": random_doc(rng), "url": f"u{i}/{r}"} for r in range(200)]) for i in range(3)})
+    lines: list[str] = []
+    for a in range(300):
+        lines += [f" = Article {a} = ", ""] + [f" {random_doc(rng, 20, 40)} " for _ in range(3)]
+    make_hub_cache(hf_home, "org/wiki", {
+        "README.md": b"---\nconfigs:\n- config_name: raw\n  data_files:\n  - split: train\n"
+                     b"    path: raw/train-*.parquet\n---\n",
+        **{f"raw/train-{i}.parquet": parquet_bytes([{"text": x} for x in half])
+           for i, half in enumerate((lines[:len(lines) // 2 + 1], lines[len(lines) // 2 + 1:]))}},
+        commit="a" * 40)  # the cut falls inside an article
+    recipe = write_recipe(tmp_path / "r.toml", {
+        "code": {"source": "hf", "dataset": "org/code", "text_field": "content"},
+        "prose": {"source": "hf", "dataset": "org/wiki", "config": "raw", "group": "wikitext",
+                  "min_chars": 1}}, block_size=16)
+    out = tmp_path / "out"
+    assert main(["--recipe", str(recipe), "--out", str(out), "--workers", "2",
+                 "--eval-fraction", "0.1", "--min-eval-docs", "5"]) == 0
+    said = capsys.readouterr().out
+    assert f"code: dataset 'org/code': read from the local Hub cache (offline): snapshot {COMMIT}" \
+        in said
+    m = json.loads((out / "manifest.json").read_text())
+    code, prose = m["domains"]["code"], m["domains"]["prose"]
+    assert code["source"]["resolved_revision"] == COMMIT
+    assert prose["source"]["resolved_revision"] == "a" * 40
+    assert code["counts"]["docs_kept"] == 600 and len(code["partitions"]) == 3
+    assert prose["counts"]["docs_kept"] == 300  # every article once, whole, across the 2 shards
+    ds = shards.open(out)
+    titles = sorted(int(d.source["title"].split()[1]) for s in ("train", "eval")
+                    for d in ds.split("prose", s).documents())
+    assert titles == list(range(300))
