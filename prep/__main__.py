@@ -15,6 +15,7 @@ from prep.commit import CommitError  # noqa: E402
 from prep.config import config_from_args  # noqa: E402
 from prep.executors import ExecutorError  # noqa: E402
 from prep.progress import make_reporter  # noqa: E402
+from prep.publish import PublishError  # noqa: E402
 from prep.readers import SourceError  # noqa: E402
 from prep.recipe import RecipeError  # noqa: E402
 from prep.run import Interrupted, Outcome, PrepError, run  # noqa: E402
@@ -24,11 +25,23 @@ from shards.format import FormatError  # noqa: E402
 from shards.tokenizer import TokenizerError  # noqa: E402
 
 EXPECTED = (PrepError, SourceError, RecipeError, FormatError, TokenizerError, RunStateError,
-            TaskError, CommitError, ExecutorError)
+            TaskError, CommitError, ExecutorError, PublishError)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Interrupted("SIGTERM")
+
+
+def _what_happened(outcome: Outcome) -> str:
+    if outcome.published:
+        return f"the new dataset was published ({outcome.published})"
+    if outcome.work and outcome.slice_run:
+        return (f"this slice's finished tasks are kept in {outcome.work}: run the slice again "
+                "(same options) to finish it")
+    if outcome.work:
+        return (f"nothing was published; finished tasks are kept in {outcome.work}: re-run the "
+                "same command with --resume to continue")
+    return "nothing was published"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,14 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as e:
         reporter.close()
         what = "terminated (SIGTERM)" if isinstance(e, Interrupted) else "interrupted"
-        if outcome.published:
-            said = f"the new dataset was already published ({outcome.published})"
-        elif outcome.work:
-            said = (f"nothing was published; finished tasks are kept in {outcome.work}: re-run "
-                    "the same command with --resume to continue")
-        else:
-            said = "nothing was published"
-        print(f"prep: {what}; {said}", file=sys.stderr)
+        print(f"prep: {what}; {_what_happened(outcome)}", file=sys.stderr)
         return 143 if isinstance(e, Interrupted) else 130
     except EXPECTED as e:
         reporter.close()
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as e:
         reporter.close()
-        print(f"prep: error: {e} (nothing was published)", file=sys.stderr)
+        print(f"prep: error: {e} ({_what_happened(outcome)})", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

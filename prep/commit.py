@@ -24,14 +24,13 @@ import numpy as np
 
 from prep import order
 from prep.dedup import KeySet, first_occurrences, split_keys
-from prep.parts import TaskParts, TaskRecord
+from prep.parts import MAX_BAD_EXAMPLES, TaskParts, TaskRecord
 from prep.plan import DomainPlan, Plan
 from prep.split import EVAL, TRAIN
 from prep.task import TaskSpec, bad_records_message
 from shards.format import CountsRecord
 
 LAYOUT_DTYPE = np.dtype([("slot", "<u4"), ("doc", "<u4"), ("tokens", "<u4")])
-MAX_BAD_EXAMPLES = 5
 
 
 class CommitError(RuntimeError):
@@ -110,12 +109,6 @@ class Committer:
         d = self.domain
         return [d.task(p, self._levels.get(p, 0)) for p in d.groups[self._g]]
 
-    def committed_estimate(self, domain: str) -> tuple[int, int]:
-        """(bytes, tokens) kept so far by a domain (0 before its commit starts)."""
-        r = self.results.get(domain)
-        return (0, 0) if r is None else (r.counts.bytes_kept,
-                                         sum(lay.tokens for lay in r.layouts.values()))
-
     def all_unique(self) -> bool:
         """The leakage check: no kept content hash occurs twice, in any split of any domain
         (so no eval text is in train); checked by sorting every kept key anew."""
@@ -141,7 +134,7 @@ class Committer:
         layouts = {}
         for split in (TRAIN, EVAL):
             path = self.layout_dir / f"{d.name}.{split}.bin"
-            path.unlink(missing_ok=True)
+            path.write_bytes(b"")  # an empty split has an empty layout
             layouts[split] = SplitLayout(path)
         self.results[d.name] = DomainResult(d.name, CountsRecord(), layouts, [], [])
         if not d.groups:  # a source with no partitions

@@ -1,9 +1,8 @@
 """The prep command line as one dataclass: defaults and help written once, the CLI derived.
 
-Every field is a flag (``--size-mb`` for ``size_mb``); its metadata holds the help text and
-whether it changes the output. Fields that change the output (``output=True``) go into the
-run's fingerprint: a `--resume` with any of them changed is refused, naming the difference.
-Fields that only say how to run (workers, executor, where to log) never change a byte of output.
+Every field is a flag (``--size-mb`` for ``size_mb``); its metadata holds the help text. What
+changes the output is resolved into the plan's settings (`prep.plan`), whose fingerprint refuses
+a `--resume` with any of it changed; how to run (workers, executor, slices) never changes a byte.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ DEFAULT_PARTITION_MB = 32.0
 EXECUTORS = ("local", "ray")
 
 
-def _f(default: Any, help: str, *, output: bool = False, metavar: str | None = None,
+def _f(default: Any, help: str, *, metavar: str | None = None,
        choices: tuple[str, ...] | None = None, default_factory: Any = None) -> Any:
-    meta = {"help": help, "output": output, "metavar": metavar, "choices": choices}
+    meta = {"help": help, "metavar": metavar, "choices": choices}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -34,7 +33,7 @@ def _f(default: Any, help: str, *, output: bool = False, metavar: str | None = N
 class PrepConfig:
     """The command line, resolved (None: take the recipe's value, else the default)."""
 
-    recipe: str = _f("sample", "built-in recipe name or a TOML recipe file", output=True)
+    recipe: str = _f("sample", "built-in recipe name or a TOML recipe file")
     out: str = _f("shards_out", "output directory: manifest.json and the versioned data "
                                 "directory it names; the run's work directory lives inside")
     workers: int = _f(None, "worker processes of the local executor (default: the CPU "
@@ -59,43 +58,34 @@ class PrepConfig:
     overwrite: bool = _f(False, "replace the finished dataset in --out and discard any "
                                 "unfinished run there (refused otherwise)")
     size_mb: float | None = _f(None, f"per-domain budget in MB (1e6 bytes) of UTF-8 formatted "
-                                     f"text; overrides the recipe (default {DEFAULT_SIZE_MB:g})",
-                               output=True)
+                                     f"text; overrides the recipe (default {DEFAULT_SIZE_MB:g})")
     size_tokens: int | None = _f(None, "per-domain budget in tokens (EOT included); with a byte "
-                                       "budget, whichever is reached first ends the domain",
-                                 output=True)
+                                       "budget, whichever is reached first ends the domain")
     block_size: int | None = _f(None, "block size for the manifest's block counts (default: "
-                                      "the recipe's, 512)", output=True)
+                                      "the recipe's, 512)")
     seed: int | None = _f(None, "shuffle seed (default: the recipe's); never changes the "
-                                "train/eval split", output=True)
+                                "train/eval split")
     eval_fraction: float | None = _f(None, "share of documents whose content hash sends them "
                                            f"to eval (default: the recipe's, else "
-                                           f"{DEFAULT_EVAL_FRACTION:g})", output=True)
+                                           f"{DEFAULT_EVAL_FRACTION:g})")
     min_eval_docs: int = _f(20, "fail if a domain ends with fewer eval documents than this")
     shuffle_buffer: int | None = _f(None, "documents held by each task's seeded shuffle buffer "
-                                          f"(default {DEFAULT_SHUFFLE_DOCS:,})", output=True)
+                                          f"(default {DEFAULT_SHUFFLE_DOCS:,})")
     shuffle_buffer_mb: float | None = _f(None, "... and at most this many MB of text (default "
-                                               f"{DEFAULT_SHUFFLE_MB:g})", output=True)
+                                               f"{DEFAULT_SHUFFLE_MB:g})")
     interleave: int | None = _f(None, "a domain's document stream draws at random from this "
                                       "many partitions at a time, so that a sample is not one "
-                                      f"file's first documents (default {DEFAULT_INTERLEAVE})",
-                                output=True)
+                                      f"file's first documents (default {DEFAULT_INTERLEAVE})")
     partition_mb: float = _f(DEFAULT_PARTITION_MB, "size of one task's input: small files are "
-                                                   "packed, large plain files cut to this",
-                             output=True)
-    shard_tokens: int = _f(1 << 27, "tokens per shard file (a multiple of the block size)",
-                           output=True)
+                                                   "packed, large plain files cut to this")
+    shard_tokens: int = _f(1 << 27, "tokens per shard file (a multiple of the block size)")
     tokenizer_file: str | None = _f(None, "GPT-2 BPE ranks in tiktoken format (default: the "
-                                          "copy shipped in shards/)", output=True)
+                                          "copy shipped in shards/)")
     max_bad_fraction: float = _f(0.001, "skip and count unreadable records up to this share of "
                                         "a domain; above it the run fails")
     cache_dir: str | None = _f(None, "where downloads (the MathQA ZIP) are kept (default: "
                                      "inside the run's work directory)")
     quiet: bool = _f(False, "print nothing but errors")
-
-    def output_settings(self) -> dict[str, Any]:
-        """The fields that change the output (the run fingerprint's command-line part)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("output")}
 
     def check(self) -> None:
         """One-line errors for values out of range (argparse already checked the types)."""

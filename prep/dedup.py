@@ -89,9 +89,16 @@ class KeySet:
             self.add(hi, lo)
 
     def all_unique(self) -> bool:
-        """True iff no key occurs twice (the leakage check: a kept text exists exactly once)."""
-        if not self._runs:
-            return True
-        hi = np.concatenate([h for h, _ in self._runs])
-        lo = np.concatenate([lo for _, lo in self._runs])
-        return bool(first_occurrences(hi, lo).all())
+        """True iff no key occurs twice (the leakage check: a kept text exists exactly once).
+
+        Checked run by run (each sorted: equal neighbours) and each run against the later ones
+        (binary search), with no copy of the whole set."""
+        for i, (hi, lo) in enumerate(self._runs):
+            same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+            if same.any():
+                return False
+            later = KeySet()
+            later._runs = self._runs[i + 1:]
+            if later.contains(hi, lo).any():
+                return False
+        return True

@@ -19,19 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from shards import atomic
+from shards.tokenizer import file_sha256
 
 TOKENS_NAME, META_NAME, SOURCES_NAME, DONE_NAME = ("tokens.bin", "meta.npy", "sources.jsonl",
                                                    "done.json")
 PART_FILES = (TOKENS_NAME, META_NAME, SOURCES_NAME)
+MAX_BAD_EXAMPLES = 5  # bad records quoted per task and per domain
 RECORD_VERSION = 1
 META_DTYPE = np.dtype([("digest", "u1", (32,)), ("tokens", "<u4"), ("chars", "<u4"),
                        ("nbytes", "<u4"), ("eval", "u1")])
@@ -50,10 +53,6 @@ class TaskCounts:
     docs: int = 0  # candidates written (passed the filters)
     bytes: int = 0  # their UTF-8 bytes
     tokens: int = 0  # their tokens, EOT included
-
-    def add(self, other: TaskCounts) -> None:
-        for k, v in asdict(other).items():
-            setattr(self, k, getattr(self, k) + v)
 
 
 @dataclass
@@ -76,7 +75,6 @@ class TaskRecord:
     host: str = ""
     pid: int = 0
     version: int = RECORD_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskRecord:
@@ -110,6 +108,8 @@ class PartsWriter:
         self.final = tasks_dir / task_id
         owner = f"{socket.gethostname()}-{os.getpid()}"  # tasks of many hosts share tasks_dir
         self.dir = tasks_dir / f".{task_id}{atomic.TMP_MARK}{owner}"
+        if self.dir.exists():  # ours, so left by an earlier process with our host and PID
+            shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         self._tokens = _HashedFile(self.dir / TOKENS_NAME)
         self._sources = _HashedFile(self.dir / SOURCES_NAME)
@@ -140,9 +140,11 @@ class PartsWriter:
             f.flush()
             os.fsync(f.fileno())
         files[META_NAME] = {"bytes": (self.dir / META_NAME).stat().st_size,
-                            "sha256": _file_sha256(self.dir / META_NAME)}
+                            "sha256": file_sha256(self.dir / META_NAME)}
         record.files = files
         atomic.write_text(self.dir / DONE_NAME, json.dumps(asdict(record), indent=1) + "\n")
+        if self.final.exists() and not (self.final / DONE_NAME).is_file():
+            shutil.rmtree(self.final)  # an unfinished leftover: no record, nothing to keep
         try:
             os.rename(self.dir, self.final)
         except OSError:  # the same task finished elsewhere meanwhile (a re-run array slice)
@@ -156,18 +158,7 @@ class PartsWriter:
         for f in (self._tokens.f, self._sources.f):
             if not f.closed:
                 f.close()
-        for p in self.dir.glob("*"):
-            p.unlink(missing_ok=True)
-        if self.dir.exists():
-            self.dir.rmdir()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def read_record(task_dir: Path) -> TaskRecord | None:
@@ -190,7 +181,7 @@ def check_parts(task_dir: Path, record: TaskRecord, *, rehash: bool) -> str | No
         size = path.stat().st_size
         if size != want["bytes"]:
             return f"{path}: {size} bytes, its completion record says {want['bytes']}"
-        if rehash and _file_sha256(path) != want["sha256"]:
+        if rehash and file_sha256(path) != want["sha256"]:
             return f"{path}: sha256 differs from its completion record (damaged)"
     return None
 

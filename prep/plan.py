@@ -11,6 +11,7 @@ changed command finds none of them (and is told what differs).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -55,7 +56,7 @@ class DomainPlan:
     def budget_bytes(self) -> int | None:
         return None if self.cfg.size_mb is None else int(self.cfg.size_mb * 1e6)
 
-    @property
+    @functools.cached_property
     def groups(self) -> list[list[int]]:
         """Partition indices of each interleave group, in order."""
         k = self.cfg.interleave

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
@@ -24,11 +24,28 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Domain:
-    planned: int
-    tasks: int = 0
-    docs: int = 0
-    bytes: int = 0
-    tokens: int = 0
+    planned: int  # partitions
+    latest: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # partition -> counts
+
+    @property
+    def tasks(self) -> int:
+        """Partitions read (a partition read again further counts once)."""
+        return len(self.latest)
+
+    def total(self, i: int) -> int:
+        return sum(v[i] for v in self.latest.values())
+
+    @property
+    def docs(self) -> int:
+        return self.total(0)
+
+    @property
+    def bytes(self) -> int:
+        return self.total(1)
+
+    @property
+    def tokens(self) -> int:
+        return self.total(2)
 
 
 class Reporter:
@@ -43,13 +60,15 @@ class Reporter:
     def start(self, plan: Plan, done: dict[str, TaskRecord]) -> None:
         self.t0 = time.perf_counter()
         self.domains = {d.name: _Domain(planned=len(d.partitions)) for d in plan.domains}
+        for rec in done.values():  # reused by a resume
+            Reporter.task_done(self, rec.domain, rec)
 
     def task_done(self, domain: str, record: TaskRecord) -> None:
         d = self.domains.setdefault(domain, _Domain(planned=0))
-        d.tasks += 1
-        d.docs += record.counts.docs
-        d.bytes += record.counts.bytes
-        d.tokens += record.counts.tokens
+        c = record.counts
+        old = d.latest.get(record.partition_index)
+        if old is None or c.docs >= old[0]:  # a continuation reads further than the first try
+            d.latest[record.partition_index] = (c.docs, c.bytes, c.tokens)
 
     def assembling(self, jobs: int) -> None: ...
 

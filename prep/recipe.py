@@ -167,6 +167,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         )
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
+    path = path.resolve()  # data paths resolve against it: absolute, for workers anywhere
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

@@ -1,11 +1,9 @@
 """The coordinator: plan -> tasks (executor) -> commit -> assemble (executor) -> publish.
 
 The coordinator reads no record and touches no token: workers run the tasks (`prep.task`) and
-write the final files (`prep.assemble`); the coordinator schedules them, commits their metadata
-(`prep.commit`) and publishes (`prep.publish`). Tasks run ahead of the commit, several domains
-at once, but only while a domain may still need them: once the finished tasks of a domain hold
-its budget, no new task of that domain starts, so a budget reads what it needs plus at most the
-tasks already in flight.
+write the final files (`prep.assemble`); the coordinator schedules them (`prep.schedule`),
+commits their metadata (`prep.commit`) and publishes (`prep.publish`). Job-array slices and the
+commit that finishes them are `prep.executors.array`.
 """
 
 from __future__ import annotations
@@ -13,38 +11,30 @@ from __future__ import annotations
 import errno
 import json
 import os
-import platform
-import resource
 import socket
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prep import assemble, faults, order
-from prep.commit import CommitError, Committer, DomainResult
+from prep import assemble, faults
+from prep.commit import CommitError, Committer
 from prep.config import PrepConfig
-from prep.executors import Executor, ExecutorError, make_executor
+from prep.executors import Executor, ExecutorError, array, make_executor
+from prep.manifest import build_manifest, split_records
 from prep.parts import TaskRecord, check_parts
-from prep.plan import DomainPlan, Plan, PlanError, make_plan
+from prep.plan import Plan, PlanError, make_plan
 from prep.progress import Reporter
-from prep.publish import next_version, publish, remove_orphans, version_dir
-from prep.split import RULE as SPLIT_RULE
+from prep.publish import next_version, publish, remove_old, remove_orphans, version_dir
+from prep.readers import SourceError
+from prep.schedule import Scheduler
 from prep.task import TaskError, TaskJob, TaskSpec, run_task
 from prep.workdir import OutLock, RunStateError, WorkDir, prepare
 from shards import atomic
-from shards.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    DocIndexRecord,
-    DomainRecord,
-    LeakageRecord,
-    Manifest,
-    ShardRecord,
-    SplitRecord,
-)
+from shards.format import MANIFEST_NAME, Manifest
+
+SYNC_EVERY_S = 2.0  # a slice reads other slices' new records at most this often
 
 
 class PrepError(RuntimeError):
@@ -59,21 +49,21 @@ class Interrupted(BaseException):
 class Outcome:
     """What a run did, for a message that never claims more (kept up to date as it goes)."""
 
-    published: str | None = None  # the manifest path, once the new dataset is published
+    published: str | None = None  # the manifest path, once the new dataset is the published one
     work: str | None = None  # the work directory holding finished tasks
+    slice_run: bool = False
 
 
 def run(cfg: PrepConfig, reporter: Reporter, outcome: Outcome | None = None) -> Manifest | None:
     """A whole run, a slice (--num-tasks: returns None) or a commit (--commit-only)."""
     outcome = outcome if outcome is not None else Outcome()
     t0 = time.perf_counter()
-    out = Path(cfg.out)
+    out = Path(cfg.out).resolve()
     if out.exists() and not out.is_dir():
         raise PrepError(f"--out {out} exists and is not a directory")
-    slice_run = cfg.num_tasks is not None
-    if not slice_run and (out / MANIFEST_NAME).exists() and not cfg.overwrite:
-        raise PrepError(f"{out / MANIFEST_NAME} exists: {out} holds a finished dataset. Pass "
-                        "--overwrite to replace it, or choose another --out")
+    outcome.slice_run = cfg.num_tasks is not None
+    if not outcome.slice_run:
+        _refuse_finished(out, cfg)  # early, to save planning; again under the lock
     try:
         plan = make_plan(cfg)
     except PlanError as e:
@@ -81,11 +71,13 @@ def run(cfg: PrepConfig, reporter: Reporter, outcome: Outcome | None = None) -> 
     for d in plan.domains:
         for note in d.notes:
             reporter.note(f"{d.name}: {note}")
-    if slice_run:
+    if outcome.slice_run:
         _run_slice(cfg, plan, out, reporter, outcome)
         return None
     with OutLock(out):
-        remove_orphans(out)
+        _refuse_finished(out, cfg)
+        for name in remove_orphans(out):
+            reporter.note(f"removed {out / name}, left by a publish that was killed")
         if cfg.commit_only and not WorkDir.for_plan(out, plan).root.exists():
             raise PrepError(f"--commit-only: no work directory for this command in {out}; run "
                             "the slices (--num-tasks/--task-index) first, with the same options")
@@ -102,6 +94,12 @@ def run(cfg: PrepConfig, reporter: Reporter, outcome: Outcome | None = None) -> 
         return _run_locked(cfg, plan, out, work, done, reporter, t0, outcome)
 
 
+def _refuse_finished(out: Path, cfg: PrepConfig) -> None:
+    if (out / MANIFEST_NAME).exists() and not cfg.overwrite:
+        raise PrepError(f"{out / MANIFEST_NAME} exists: {out} holds a finished dataset. Pass "
+                        "--overwrite to replace it, or choose another --out")
+
+
 def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
                 done: dict[str, TaskRecord], reporter: Reporter, t0: float,
                 outcome: Outcome) -> Manifest:
@@ -112,31 +110,44 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
         probe = work.root / "shared-probe"
         probe.write_text("prep\n")
         executor.check_shared(str(probe))
+        _write_pids(work, executor)
         reporter.start(plan, done)
         committer = Committer(plan, work.layout, cfg.min_eval_docs, cfg.max_bad_fraction)
-        _run_tasks(cfg, plan, work, done, committer, executor, reporter)
+        slices = array.Slices.read(work) if cfg.commit_only else None
+        _run_tasks(plan, work, done, committer, executor, reporter, slices)
         faults.maybe_kill("commit")
         if not committer.all_unique():
             raise PrepError("leakage check failed: a document's content hash was kept twice "
                             "(so an eval text may be in train); this is a bug in prep, please "
                             "report it")
         version = next_version(out)
-        splits = _assemble(plan, work, committer.results, executor, reporter, version_dir(version))
-        manifest = _manifest(cfg, plan, committer.results, splits, done, reused, t0)
-        publish(work.staging, out, manifest, version)
-        outcome.published = str(out / MANIFEST_NAME)
+        jobs = assemble.jobs_for(committer.results, work.tasks, work.staging, plan.shard_tokens)
+        reporter.assembling(len(jobs))
+        files = _run_jobs(executor, [j for _, _, j in jobs])
+        assemble.fsync_tree(work.staging)
+        splits = split_records(jobs, files, committer.results, work.staging,
+                               version_dir(version), plan.block_size)
+        manifest = build_manifest(cfg, plan, committer.results, splits,
+                                  {"tasks_done": len(done), "tasks_reused": reused}, t0)
+        old = publish(work.staging, out, manifest, version,
+                      on_switch=lambda: setattr(outcome, "published", str(out / MANIFEST_NAME)))
         ok = True
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if e.errno == errno.ENOSPC and not outcome.published:
             raise PrepError(f"disk full while writing under {out}: nothing was published ("
                             f"{_still_there(out)}); finished tasks are kept in {work.root}: free "
-                            "space, then re-run with --resume") from e
+                            "space, then re-run the same command with --resume") from e
         raise
-    except (TaskError, CommitError, ExecutorError) as e:
+    except CommitError as e:
+        raise PrepError(f"{e}\n(nothing was published; the finished tasks in {work.root} are "
+                        "kept: --resume reuses them when only --min-eval-docs or "
+                        "--max-bad-fraction changes; for other changes add --overwrite)") from e
+    except (TaskError, ExecutorError, SourceError) as e:
         raise PrepError(f"{e}\n(nothing was published; finished tasks are kept in {work.root} "
                         "for --resume)") from e
     finally:
         executor.close(abort=not ok)
+    remove_old(out, old)  # after the switch: the old version's files, then the work directory
     work.remove()
     return manifest
 
@@ -146,112 +157,93 @@ def _still_there(out: Path) -> str:
             else "no dataset there")
 
 
+def _write_pids(work: WorkDir, executor: Executor) -> None:
+    """Who works for this run, for the person (or test) watching it."""
+    atomic.write_text(work.root / "workers.json", json.dumps(
+        {"coordinator": os.getpid(), "host": socket.gethostname(), "executor": executor.name,
+         "workers": executor.worker_pids()}) + "\n")
+
+
 # --------------------------------------------------------------------------- tasks
 
 
-def _run_tasks(cfg: PrepConfig, plan: Plan, work: WorkDir, done: dict[str, TaskRecord],
-               committer: Committer, executor: Executor, reporter: Reporter) -> None:
+def _run_tasks(plan: Plan, work: WorkDir, done: dict[str, TaskRecord], committer: Committer,
+               executor: Executor, reporter: Reporter, slices: array.Slices | None) -> None:
+    """Run tasks until the commit is finished. `slices` (--commit-only): planned tasks are
+    the slices' work; only what finished slices skipped, and continuations, run here."""
     by_name = {d.name: d for d in plan.domains}
+    sched = Scheduler(plan, done)
     in_flight: dict[Any, TaskSpec] = {}
     finished_here = 0
-    pids_written = False
     while True:
         committer.advance(done, work.tasks)
         if committer.finished:
+            executor.cancel(list(in_flight))  # started ahead of need, and not needed
             return
-        running = {s.id for s in in_flight.values()}
-        for spec in _candidates(plan, committer, done, running, cfg.commit_only):
-            if len(in_flight) >= executor.slots:
+        needed, error = sched.needed(committer)
+        if error is not None:
+            raise error
+        if slices is not None:
+            unrun = [s for s in needed if slices.owner(plan, s) not in (None, *slices.finished)]
+            if unrun:
+                raise PrepError(array.missing_message(plan, done, slices))
+        ahead = sched.ahead(committer) if slices is None else iter(())
+        queue = iter(needed)
+        while len(in_flight) < executor.slots:
+            spec = next(queue, None) or next(ahead, None)
+            if spec is None:
                 break
             job = TaskJob(spec, by_name[spec.domain].settings, str(work.tasks))
             in_flight[executor.submit(run_task, job)] = spec
-            running.add(spec.id)
-            if not pids_written:  # who works for this run: for the person debugging it
-                pids_written = _write_pids(work, executor)
+            sched.started(spec)
         if not in_flight:
-            missing = [s.id for s in plan.initial_tasks() if s.id not in done]
-            raise PrepError(f"--commit-only: {len(missing)} planned tasks are not done: "
-                            f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; "
-                            "run the slices that hold them (same options), then commit again")
+            raise PrepError(f"internal: the commit waits for {committer.waiting_for()} but no "
+                            "task can run; this is a bug in prep, please report it")
         for handle, record, err in executor.wait(list(in_flight)):
             spec = in_flight.pop(handle)
             if err is not None:
-                raise _task_failure(spec, err) from err
+                sched.failed_task(spec, _task_failure(spec, err))
+                continue
             why = check_parts(work.tasks / spec.id, record, rehash=False)
             if why is not None:
                 raise PrepError(f"task {spec.id} finished on host {record.host} but its files "
                                 f"are not visible here ({why}): the work directory {work.root} "
                                 "must be on storage every node sees")
-            done[spec.id] = record
+            sched.finished(spec, record)
             finished_here += 1
             reporter.task_done(spec.domain, record)
             faults.maybe_kill("after-task", finished_here)
 
 
-def _write_pids(work: WorkDir, executor: Executor) -> bool:
-    atomic.write_text(work.root / "workers.json", json.dumps(
-        {"coordinator": os.getpid(), "host": socket.gethostname(), "executor": executor.name,
-         "workers": executor.worker_pids()}) + "\n")
-    return True
-
-
-def _candidates(plan: Plan, committer: Committer, done: dict[str, TaskRecord],
-                running: set[str], commit_only: bool) -> Iterator[TaskSpec]:
-    """Tasks worth starting now, most needed first: those the commit waits for, then, domain by
-    domain in turn, the next partitions of each domain whose finished tasks do not yet hold its
-    budget (none in --commit-only, where slices ran the plan's tasks)."""
-    for spec in committer.waiting_for():
-        if spec.id not in done and spec.id not in running:
-            if commit_only and spec.level == 0:
-                continue
-            yield spec
-    if commit_only:
-        return
-    queues = {d.name: iter(_level0(d, done, running)) for d in plan.domains
-              if d.name not in committer.results or d is committer.domain}
-    while queues:
-        for name in list(queues):
-            d = next(x for x in plan.domains if x.name == name)
-            spec = next(queues[name], None) if _may_need_more(d, done) else None
-            if spec is None:
-                del queues[name]
-            else:
-                yield spec
-
-
-def _level0(d: DomainPlan, done: dict[str, TaskRecord], running: set[str]) -> Iterator[TaskSpec]:
-    for p in d.order:
-        spec = d.task(p)
-        if spec.id not in done and spec.id not in running:
-            yield spec
-
-
-def _may_need_more(d: DomainPlan, done: dict[str, TaskRecord]) -> bool:
-    have_b = have_t = 0
-    for rec in done.values():
-        if rec.domain == d.name:
-            have_b += rec.counts.bytes
-            have_t += rec.counts.tokens
-    if d.budget_bytes is not None and have_b >= d.budget_bytes:
-        return False
-    return not (d.cfg.size_tokens is not None and have_t >= d.cfg.size_tokens)
-
-
 def _task_failure(spec: TaskSpec, err: BaseException) -> BaseException:
-    if isinstance(err, TaskError | PrepError):
-        return err
     from concurrent.futures.process import BrokenProcessPool
 
-    from prep.readers import SourceError
-
-    if isinstance(err, SourceError):
+    if isinstance(err, TaskError | PrepError | SourceError | OSError | ExecutorError):
         return err
     if isinstance(err, BrokenProcessPool):
         return ExecutorError("a worker process died (killed, or out of memory) while running "
                              f"task {spec.id}")
-    if isinstance(err, OSError):
-        return err
     return ExecutorError(f"task {spec.id} failed: {type(err).__name__}: {err}")
+
+
+def _run_jobs(executor: Executor, jobs: list[Any]) -> list[assemble.FileResult]:
+    """Run the assemble jobs, `slots` at a time; results in job order."""
+    results: list[Any] = [None] * len(jobs)
+    pending: dict[Any, int] = {}
+    nxt = 0
+    while nxt < len(jobs) or pending:
+        while nxt < len(jobs) and len(pending) < executor.slots:
+            fn = assemble.write_index if isinstance(jobs[nxt], assemble.IndexJob) else \
+                assemble.write_shard
+            pending[executor.submit(fn, jobs[nxt])] = nxt
+            nxt += 1
+        for handle, res, err in executor.wait(list(pending)):
+            i = pending.pop(handle)
+            if err is not None:
+                raise err if isinstance(err, OSError) else ExecutorError(
+                    f"writing {jobs[i].out} failed: {type(err).__name__}: {err}")
+            results[i] = res
+    return results
 
 
 def _run_slice(cfg: PrepConfig, plan: Plan, out: Path, reporter: Reporter,
@@ -260,126 +252,54 @@ def _run_slice(cfg: PrepConfig, plan: Plan, out: Path, reporter: Reporter,
     work = WorkDir.for_plan(out, plan)
     work.create(plan)
     outcome.work = str(work.root)
-    done = work.finished()
-    for line in work.verify(done):
+    mine = array.slice_tasks(plan, cfg.task_index, cfg.num_tasks)
+    seen: dict[str, TaskRecord] = {}
+    array.new_records(work, seen)
+    own = array.own_work_only(seen, mine)  # a slice checks (and may redo) only its own tasks
+    kept = set(own)
+    for line in work.verify(own):
         reporter.note(line)
-    mine = [s for s in plan.initial_tasks()[cfg.task_index::cfg.num_tasks] if s.id not in done]
+    for task_id in kept - set(own):
+        del seen[task_id]
+    sched = Scheduler(plan, seen)
     executor = make_executor("local", cfg.workers, None)
     by_name = {d.name: d for d in plan.domains}
+    todo = deque(s for s in mine if s.id not in seen)
+    ran: list[str] = []
+    skipped: list[str] = []
+    pending: dict[Any, TaskSpec] = {}
+    synced = time.monotonic()
     ok = False
     try:
-        pending = {executor.submit(run_task, TaskJob(s, by_name[s.domain].settings,
-                                                     str(work.tasks))): s for s in mine}
-        while pending:
+        while todo or pending:
+            while todo and len(pending) < executor.slots:
+                spec = todo.popleft()
+                if time.monotonic() - synced > SYNC_EVERY_S:  # other slices' finished tasks
+                    sched.count(array.new_records(work, seen))
+                    synced = time.monotonic()
+                if not sched.may_need_more(by_name[spec.domain]):
+                    skipped.append(spec.id)  # finished tasks hold its domain's budget
+                    continue
+                job = TaskJob(spec, by_name[spec.domain].settings, str(work.tasks))
+                pending[executor.submit(run_task, job)] = spec
+            if not pending:
+                break
             for handle, record, err in executor.wait(list(pending)):
                 spec = pending.pop(handle)
                 if err is not None:
                     raise _task_failure(spec, err) from err
+                seen[spec.id] = record
+                sched.count([record])
+                ran.append(spec.id)
                 reporter.task_done(spec.domain, record)
         ok = True
     finally:
         executor.close(abort=not ok)
-    total = len(plan.initial_tasks()[cfg.task_index::cfg.num_tasks])
-    reporter.note(f"slice {cfg.task_index} of {cfg.num_tasks}: {len(mine)} tasks run, "
-                  f"{total - len(mine)} already done, in {work.root}; when every slice is done, "
+    array.mark_slice(work, cfg.task_index, cfg.num_tasks, ran, skipped)
+    reporter.note(f"slice {cfg.task_index} of {cfg.num_tasks}: {len(ran)} tasks run, "
+                  f"{len(mine) - len(ran) - len(skipped)} already done, {len(skipped)} skipped "
+                  f"(their domain's budget is held), in {work.root}; when every slice is done, "
                   "finish with the same options and --commit-only")
-
-
-# --------------------------------------------------------------------------- assemble, manifest
-
-
-def _assemble(plan: Plan, work: WorkDir, results: dict[str, DomainResult], executor: Executor,
-              reporter: Reporter, vdir: str) -> dict[str, dict[str, SplitRecord]]:
-    jobs: list[tuple[str, str, Any]] = []
-    for name, res in results.items():
-        ids = tuple(res.tasks)
-        for split, lay in res.layouts.items():
-            d = work.staging / name / split
-            d.mkdir(parents=True, exist_ok=True)
-            for j in assemble.shard_jobs(str(lay.path), str(work.tasks), ids, d,
-                                         lay.shard_starts, lay.tokens, plan.shard_tokens):
-                jobs.append((name, split, j))
-            jobs.append((name, split, assemble.index_job(str(lay.path), str(work.tasks), ids, d,
-                                                         plan.shard_tokens)))
-    reporter.assembling(len(jobs))
-    results_by_job: dict[int, assemble.FileResult] = {}
-    pending: dict[Any, int] = {}
-    queue = list(enumerate(jobs))
-    while queue or pending:
-        while queue and len(pending) < executor.slots:
-            i, (_, _, job) = queue.pop(0)
-            fn = assemble.write_index if isinstance(job, assemble.IndexJob) else \
-                assemble.write_shard
-            pending[executor.submit(fn, job)] = i
-        for handle, res, err in executor.wait(list(pending)):
-            i = pending.pop(handle)
-            if err is not None:
-                raise err if isinstance(err, OSError) else ExecutorError(
-                    f"writing {jobs[i][2].out} failed: {type(err).__name__}: {err}")
-            results_by_job[i] = res
-    splits: dict[str, dict[str, SplitRecord]] = {}
-    for i, (name, split, job) in enumerate(jobs):
-        res = results_by_job[i]
-        rel = f"{vdir}/{Path(res.out).relative_to(work.staging).as_posix()}"
-        lay = results[name].layouts[split]
-        rec = splits.setdefault(name, {}).setdefault(split, SplitRecord(
-            docs=lay.docs, tokens=lay.tokens, blocks=lay.tokens // plan.block_size,
-            bytes_text=lay.bytes_text, shards=[], doc_index=DocIndexRecord("", 0, 0, "")))
-        if isinstance(job, assemble.IndexJob):
-            rec.doc_index = DocIndexRecord(path=rel, docs=res.docs, bytes=res.bytes,
-                                           sha256=res.sha256)
-        else:
-            rec.shards.append(ShardRecord(path=rel, tokens=res.tokens, bytes=res.bytes,
-                                          sha256=res.sha256))
-    return splits
-
-
-def _manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult],
-              splits: dict[str, dict[str, SplitRecord]], done: dict[str, TaskRecord],
-              reused: int, t0: float) -> Manifest:
-    records = {}
-    for d in plan.domains:
-        res = results[d.name]
-        source = dict(d.source)
-        files = [f for p in res.partitions for f in (p["provenance"] or {}).get("files", [])]
-        if files:
-            source["files"] = files
-        records[d.name] = DomainRecord(
-            name=d.name, source=source, format_rules=d.format_rules,
-            shuffle_buffer=d.cfg.shuffle_buffer, size_budget_bytes=d.budget_bytes,
-            token_budget=d.cfg.size_tokens, budget_reached=res.budget_reached,
-            min_chars=d.cfg.min_chars, max_chars=d.cfg.max_chars,
-            eval_fraction=d.cfg.eval_fraction, counts=res.counts,
-            leakage=LeakageRecord(eval_hashes_in_train=0, cross_domain_duplicates=0,
-                                  passed=True),
-            splits=splits[d.name],
-            order={"rule": order.describe(d.cfg.interleave, d.cfg.shuffle_buffer,
-                                          int(d.cfg.shuffle_buffer_mb * 1e6)),
-                   "seed": plan.seed, "interleave": d.cfg.interleave,
-                   "shuffle_buffer_docs": d.cfg.shuffle_buffer,
-                   "shuffle_buffer_bytes": int(d.cfg.shuffle_buffer_mb * 1e6),
-                   "partitions_planned": len(d.partitions),
-                   "partitions_read": len(res.partitions),
-                   "split_rule": SPLIT_RULE},
-            partitions=res.partitions)
-    elapsed = time.perf_counter() - t0
-    tokens = sum(s.tokens for r in splits.values() for s in r.values())
-    kept = sum(r.counts.bytes_kept for r in results.values())
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return Manifest(
-        format=FORMAT_NAME, format_version=FORMAT_VERSION,
-        recipe={**plan.recipe.to_dict(), "domains": [asdict(d.cfg) for d in plan.domains],
-                "seed": plan.seed, "block_size": plan.block_size},
-        config=asdict(cfg), seed=plan.seed, split_salt=plan.recipe.split_salt,
-        block_size=plan.block_size, shard_tokens=plan.shard_tokens, tokenizer=plan.tokenizer,
-        domains=records, leakage_passed=True,
-        run={"seconds": round(elapsed, 3), "tokens": tokens,
-             "tokens_per_s": round(tokens / elapsed, 1), "mb_per_s": round(kept / 1e6 / elapsed, 3),
-             "executor": cfg.executor, "workers": cfg.workers, "tasks_done": len(done),
-             "tasks_reused": reused, "coordinator_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-             "coordinator_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-             "plan_fingerprint": plan.fingerprint, "python": platform.python_version(),
-             "platform": platform.platform()})
 
 
 __all__ = ["Interrupted", "Outcome", "PrepError", "RunStateError", "run"]

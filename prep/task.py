@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prep import faults
-from prep.parts import PartsWriter, TaskCounts, TaskRecord
+from prep.parts import MAX_BAD_EXAMPLES, PartsWriter, TaskCounts, TaskRecord
 from prep.readers import BadRecord, Document, Partition, ReadSettings, open_reader
 from prep.shuffle import ShuffleBuffer
 from prep.split import Splitter
@@ -40,12 +40,10 @@ if TYPE_CHECKING:
     from prep.recipe import DomainConfig
 
 CAP_GROWTH = 4  # each cap level reads this many times further into the partition
-MIN_BAD_FOR_EARLY_STOP = 100  # judge a task's bad-record share only after this many
-MAX_BAD_EXAMPLES = 5
 
 
 class TaskError(RuntimeError):
-    """A task that cannot finish (too many bad records); the message says why and the fix."""
+    """A task that cannot finish; the message says why and the fix."""
 
 
 @dataclass(frozen=True)
@@ -115,14 +113,13 @@ def run_task(job: TaskJob) -> TaskRecord:
     bad: list[str] = []
     writer = PartsWriter(Path(job.tasks_dir), spec.id)
     try:
-        docs = _filtered(reader.read(spec.partition), st, counts, bad, spec)
+        docs = _filtered(reader.read(spec.partition), st, counts, bad)
         shuffled = ShuffleBuffer(st.cfg.shuffle_buffer, seed=f"{st.seed}:{spec.domain}:"
                                  f"{spec.partition.key}",
                                  max_bytes=int(st.cfg.shuffle_buffer_mb * 1e6),
                                  size_of=lambda item: len(item[1]))(docs)
         exhausted = _emit(shuffled, writer, enc, Splitter(st.split_salt),
                           st.cfg.eval_fraction, spec, counts)
-        _check_bad(counts, bad, st, spec, final=True)
         provenance = None
         if exhausted and hasattr(reader, "partition_record"):
             provenance = reader.partition_record(spec.partition)
@@ -140,8 +137,9 @@ def run_task(job: TaskJob) -> TaskRecord:
 
 
 def _filtered(records: Iterator[Document | BadRecord], st: DomainSettings, c: TaskCounts,
-              bad: list[str], spec: TaskSpec) -> Iterator[tuple[Document, bytes]]:
-    """(document, UTF-8 bytes) of the records that pass the filters; the rest counted."""
+              bad: list[str]) -> Iterator[tuple[Document, bytes]]:
+    """(document, UTF-8 bytes) of the records that pass the filters; the rest counted (the
+    commit judges the share of bad records over the partitions a domain uses)."""
     lo, hi = st.cfg.min_chars, st.cfg.max_chars
     for rec in records:
         c.docs_seen += 1
@@ -149,7 +147,6 @@ def _filtered(records: Iterator[Document | BadRecord], st: DomainSettings, c: Ta
             c.docs_bad += 1
             if len(bad) < MAX_BAD_EXAMPLES:
                 bad.append(rec.reason)
-            _check_bad(c, bad, st, spec, final=False)
             continue
         try:
             raw = rec.text.encode("utf-8")
@@ -157,7 +154,6 @@ def _filtered(records: Iterator[Document | BadRecord], st: DomainSettings, c: Ta
             c.docs_bad += 1
             if len(bad) < MAX_BAD_EXAMPLES:
                 bad.append(f"{_where(rec.source)}: text is not encodable as UTF-8 ({e})")
-            _check_bad(c, bad, st, spec, final=False)
             continue
         c.bytes_seen += len(raw)
         n = len(rec.text)
@@ -189,19 +185,6 @@ def _emit(stream: Iterator[tuple[Document, bytes]], writer: PartsWriter,
         if (cap_b is not None and c.bytes >= cap_b) or (cap_t is not None and c.tokens >= cap_t):
             return next(stream, None) is None
     return True
-
-
-def _check_bad(c: TaskCounts, bad: list[str], st: DomainSettings, spec: TaskSpec, *,
-               final: bool) -> None:
-    if c.docs_bad == 0 or (not final and c.docs_bad < MIN_BAD_FOR_EARLY_STOP):
-        return
-    if final and c.docs_seen < MIN_BAD_FOR_EARLY_STOP:
-        return  # too few records to judge one task alone: the commit judges the domain
-    frac = c.docs_bad / max(1, c.docs_seen)
-    if frac > st.max_bad_fraction:
-        raise TaskError(bad_records_message(spec.domain, c.docs_bad, c.docs_seen,
-                                            st.max_bad_fraction, bad,
-                                            where=f" (partition {spec.partition.key})"))
 
 
 def bad_records_message(domain: str, n_bad: int, n_seen: int, limit: float, examples: list[str],

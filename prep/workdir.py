@@ -120,14 +120,17 @@ class WorkDir:
                                 f"{self.root} or choose another --out")
 
     def finished(self) -> dict[str, TaskRecord]:
-        """Completion records of the finished tasks, by task id."""
+        """Completion records of the finished tasks, by task id. Under the lock: a task
+        directory without a readable record (a removal that was cut short) is removed."""
         out: dict[str, TaskRecord] = {}
         if self.tasks.is_dir():
             for p in sorted(self.tasks.iterdir()):
                 if not p.name.startswith("."):
                     rec = read_record(p)
-                    if rec is not None:
+                    if rec is not None and rec.task == p.name:
                         out[rec.task] = rec
+                    else:
+                        shutil.rmtree(p, ignore_errors=True)
         return out
 
     def verify(self, records: dict[str, TaskRecord]) -> list[str]:
@@ -150,23 +153,13 @@ class WorkDir:
         for p in self.tasks.glob(f".*{atomic.TMP_MARK}*"):
             owner = p.name.rpartition(atomic.TMP_MARK)[2]
             h, _, pid = owner.rpartition("-")
-            if h == host and pid.isdigit() and not _alive(int(pid)):
+            if h == host and pid.isdigit() and not atomic.pid_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
         for sub in (self.layout, self.staging):
             shutil.rmtree(sub, ignore_errors=True)  # rebuilt by every commit
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def prepare(out: Path, plan: Plan, *, resume: bool, overwrite: bool) -> tuple[WorkDir, list[str]]:
@@ -183,7 +176,7 @@ def prepare(out: Path, plan: Plan, *, resume: bool, overwrite: bool) -> tuple[Wo
     notes: list[str] = []
     for legacy in out.glob(f"{LEGACY_TMP_PREFIX}*"):  # prep's old PID-named work dirs
         pid = legacy.name[len(LEGACY_TMP_PREFIX):]
-        if not (pid.isdigit() and _alive(int(pid))):
+        if not (pid.isdigit() and atomic.pid_alive(int(pid))):
             shutil.rmtree(legacy, ignore_errors=True)
     mine = WorkDir.for_plan(out, plan)
     for other in work_dirs(out):
@@ -209,6 +202,9 @@ def prepare(out: Path, plan: Plan, *, resume: bool, overwrite: bool) -> tuple[Wo
         n = finished_count(mine.root)
         if (overwrite and not resume) or (not resume and n == 0):
             mine.remove()
+            if n:
+                notes.append(f"--overwrite: discarded the unfinished run in {mine.root} ({n} "
+                             "finished tasks)")
         elif not resume:
             total = plan.state()["tasks"]
             raise RunStateError(

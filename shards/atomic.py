@@ -75,7 +75,8 @@ def copy_file(src: str | Path, dest: str | Path) -> Path:
     return Path(dest)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def stale_temps(directory: str | Path) -> list[Path]:
     out = []
     for p in sorted(d.iterdir()):
         head, sep, pid = p.name.rpartition(TMP_MARK)
-        if sep and head.startswith(".") and pid.isdigit() and not _pid_alive(int(pid)):
+        if sep and head.startswith(".") and pid.isdigit() and not pid_alive(int(pid)):
             out.append(p)
     return out
 

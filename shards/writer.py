@@ -88,7 +88,7 @@ class SplitWriter:
         self._index_raw = open(self._index_path, "wb")
         self._index_hash = hashlib.sha256()
         self._index = zstandard.ZstdCompressor(level=zstd_level).stream_writer(
-            _HashingWriter(self._index_raw, self._index_hash), closefd=False
+            HashingWriter(self._index_raw, self._index_hash), closefd=False
         )
 
     # -------------------------------------------------------------------------- writing
@@ -170,7 +170,7 @@ class SplitWriter:
         self._file = None
 
 
-class _HashingWriter:
+class HashingWriter:
     """A file wrapper that hashes what is written through it (the compressed index bytes)."""
 
     def __init__(self, f: BinaryIO, h: Any) -> None:

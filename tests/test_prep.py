@@ -22,6 +22,10 @@ from prep_fixture import (
     write_recipe,
 )
 
+import prep.order
+import prep.plan
+import prep.run
+import shards
 from shards.format import MANIFEST_NAME, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
 
@@ -351,14 +355,14 @@ def test_shuffle_seed_does_not_change_the_synthetic_corpus(tmp_path):
 def test_overwrite_removes_domains_the_new_recipe_lacks(tmp_path, jsonl_recipe):
     out = tmp_path / "out"
     assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 0
-    assert sorted(p.name for p in (out / "data.1").iterdir()) == ["alpha", "beta"]
+    assert sorted(p.name for p in (out / "data.1").iterdir()) == [".prep-data", "alpha", "beta"]
     rng = random.Random(4)
     write_jsonl(tmp_path / "g.jsonl", [random_doc(rng) for _ in range(800)])
     recipe = write_recipe(tmp_path / "g.toml", {"gamma": {
         "source": "json", "data_files": ["g.jsonl"], "min_chars": 1}})
     assert run_prep("--recipe", str(recipe), "--out", str(out), "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == [".prep.lock", "data.2", "manifest.json"]
-    assert sorted(p.name for p in (out / "data.2").iterdir()) == ["gamma"]
+    assert sorted(p.name for p in (out / "data.2").iterdir()) == [".prep-data", "gamma"]
 
 
 def test_overwrite_of_a_pre_versioning_dataset_removes_its_domain_directories(
@@ -411,3 +415,93 @@ def test_recipe_values_of_the_wrong_type_and_empty_files_are_one_line_errors(tmp
         assert message in err, err
         assert err.startswith("prep: error: ") and "Traceback" not in err
         assert "StopIteration" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_partition_read_further_on_demand_gives_the_uncapped_output(tmp_path, monkeypatch):
+    # each partition repeats its 60 documents 8 times: dedup removes 7 of 8 documents read, so
+    # the first caps (2x a partition's share of the budget) run out before the budget is met
+    # and the commit asks for both partitions again, read 4x further (level 1). The output
+    # must be exactly that of a run whose tasks are never capped.
+    rng = random.Random(21)
+    for name in ("a", "b"):
+        unique = [random_doc(rng) for _ in range(60)]
+        write_jsonl(tmp_path / f"{name}.jsonl", unique * 8)
+    recipe = write_recipe(tmp_path / "r.toml", {"x": {
+        "source": "json", "data_files": ["a.jsonl", "b.jsonl"], "min_chars": 1}})
+    args = ("--recipe", str(recipe), "--size-mb", "0.1", "--interleave", "2",
+            "--partition-mb", "0.4", "--min-eval-docs", "1", "--eval-fraction", "0.1")
+    capped, other = tmp_path / "capped", tmp_path / "other"
+    assert run_prep(*args, "--out", str(capped), "--workers", "1") == 0
+    c = manifest(capped)["domains"]["x"]
+    assert [p["level"] for p in c["partitions"]] == [1, 1]
+    assert all(p["exhausted"] for p in c["partitions"]) and c["budget_reached"] is False
+    assert c["counts"]["docs_kept"] == 120 and c["counts"]["docs_deduplicated"] == 840
+    assert run_prep(*args, "--out", str(other), "--workers", "3") == 0
+    assert data_files(other) == data_files(capped)
+    uncapped = tmp_path / "uncapped"
+    monkeypatch.setattr(prep.plan, "CAP_SLACK", 1e9)
+    assert run_prep(*args, "--out", str(uncapped), "--workers", "2") == 0
+    assert data_files(uncapped) == data_files(capped)
+    u = manifest(uncapped)["domains"]["x"]
+    assert [p["level"] for p in u["partitions"]] == [0, 0]
+    assert u["splits"] == c["splits"] and u["counts"] == c["counts"]
+
+
+def test_a_broken_partition_the_budget_never_needs_does_not_fail_the_run(tmp_path, capsys):
+    recipe = write_corpus(tmp_path, {"code": 9}, files=8)
+    order = prep.order.permutation("3:code:partitions", 8)
+    broken = tmp_path / f"code-{order[-1]}.jsonl"  # the partition the plan reads last
+    broken.write_text("this is not JSON\n" + broken.read_text())
+    common = ("--recipe", str(recipe), "--interleave", "2", "--min-eval-docs", "3", *PARTITION)
+    outs = []
+    for workers in ("1", "3"):
+        out = tmp_path / f"w{workers}"
+        assert run_prep(*common, "--size-mb", "0.1", "--out", str(out), "--workers",
+                        workers) == 0
+        outs.append(out)
+    assert data_files(outs[0]) == data_files(outs[1])
+    # when the budget does need it, the run fails and names the file and line
+    assert run_prep(*common, "--size-mb", "5", "--out", str(tmp_path / "all")) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}: line 1: malformed JSON" in err and "nothing was published" in err
+
+
+def test_an_empty_split_is_published_empty(tmp_path, jsonl_recipe):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out), "--eval-fraction",
+                    "0.000001", "--min-eval-docs", "0") == 0
+    for dom in manifest(out)["domains"].values():
+        ev = dom["splits"]["eval"]
+        assert ev["docs"] == ev["tokens"] == 0 and ev["shards"] == []
+        assert doc_index(out, ev["doc_index"]["path"]) == []
+    assert shards.open(out).split("alpha", "eval").num_tokens == 0
+
+
+def test_a_manifest_written_by_another_run_meanwhile_is_not_replaced(tmp_path, jsonl_recipe,
+                                                                     monkeypatch, capsys):
+    recipe, out = str(jsonl_recipe()), tmp_path / "out"
+    real = prep.run.make_plan
+
+    def slow_plan(cfg):  # another run publishes while this one plans (before its lock)
+        plan = real(cfg)
+        monkeypatch.setattr(prep.run, "make_plan", real)
+        assert run_prep("--recipe", recipe, "--out", str(out), "--seed", "111") == 0
+        return plan
+
+    monkeypatch.setattr(prep.run, "make_plan", slow_plan)
+    assert run_prep("--recipe", recipe, "--out", str(out), "--seed", "222") == 1
+    assert "holds a finished dataset. Pass --overwrite" in capsys.readouterr().err
+    assert manifest(out)["seed"] == 111
+
+
+def test_prep_removes_only_version_directories_it_published(tmp_path, jsonl_recipe, capsys):
+    out = tmp_path / "out"
+    (out / "data.7").mkdir(parents=True)
+    (out / "data.7" / "notes.txt").write_text("precious")
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 0
+    assert (out / "data.7" / "notes.txt").read_text() == "precious"
+    (out / MANIFEST_NAME).write_text("{ not json")
+    assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out), "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert "manifest.json exists but cannot be read" in err and "move it away" in err
+    assert (out / "data.1").is_dir()  # nothing was removed on account of an unreadable manifest

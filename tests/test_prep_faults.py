@@ -231,3 +231,46 @@ def test_ctrl_c_exits_130_and_keeps_the_work(corpus, tmp_path):
     assert r.returncode == 130
     assert "prep: interrupted; nothing was published; finished tasks are kept in" in r.stderr
     assert not (out / MANIFEST_NAME).exists() and len(list(out.glob(f"{WORK_PREFIX}*"))) == 1
+
+
+def test_sigterm_right_after_the_switch_says_the_dataset_was_published(corpus, tmp_path):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 0
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "11",
+                 "--overwrite", kill_at="publish-manifest::TERM")
+    assert r.returncode == 143
+    assert r.stderr.strip() == ("prep: terminated (SIGTERM); the new dataset was published "
+                                f"({out / MANIFEST_NAME})")
+    assert manifest(out)["seed"] == 11 and shards.open(out) is not None
+
+
+def test_an_interrupt_during_the_switch_is_decided_by_what_is_on_disk(corpus, tmp_path,
+                                                                     monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 0
+    real = atomic.write_text
+
+    def switched_then_interrupted(path, text):
+        real(path, text)
+        if Path(path).name == MANIFEST_NAME:
+            raise KeyboardInterrupt  # e.g. arriving right after the rename
+
+    monkeypatch.setattr(atomic, "write_text", switched_then_interrupted)
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "12",
+                    "--overwrite") == 130
+    assert f"the new dataset was published ({out / MANIFEST_NAME})" in capsys.readouterr().err
+    assert manifest(out)["seed"] == 12
+    assert subprocess.run([sys.executable, "-m", "shards", "verify", str(out)],
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+                          ).returncode == 0
+
+
+def test_a_task_directory_left_without_its_record_is_redone(corpus, straight, tmp_path):
+    out = tmp_path / "out"
+    assert prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS,
+                    kill_at="after-task:4").returncode == -9
+    task = work_dir(out) / "tasks" / finished_tasks(work_dir(out))[0]
+    (task / "done.json").unlink()  # as a removal cut short would leave it
+    r = prep_cli("--recipe", str(corpus), "--out", str(out), *OPTS, "--resume")
+    assert r.returncode == 0, r.stderr
+    same_dataset(out, straight)

@@ -30,6 +30,9 @@ class Executor:
         """Block until at least one of `handles` finished; (handle, result, error) of each."""
         raise NotImplementedError
 
+    def cancel(self, handles: list[Handle]) -> None:
+        """Drop jobs no longer needed: those not started never run; running ones may finish."""
+
     def check_shared(self, probe: str) -> None:
         """Fail unless every worker sees the file `probe` (the work directory is shared)."""
 

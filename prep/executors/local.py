@@ -40,6 +40,8 @@ class LocalExecutor(Executor):
         ctx = mp.get_context("fork" if "fork" in methods else "spawn")
         self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                          initargs=(os.getpid(),))
+        # start the workers now, before the coordinator starts any thread (progress display)
+        self._pool.submit(os.getpid).result()
 
     def submit(self, fn: Callable[[Job], Any], job: Job) -> Handle:
         return self._pool.submit(fn, job)
@@ -51,6 +53,10 @@ class LocalExecutor(Executor):
             err = f.exception()
             out.append((f, None if err else f.result(), err))
         return out
+
+    def cancel(self, handles: list[Future]) -> None:
+        for f in handles:
+            f.cancel()
 
     def worker_pids(self) -> list[int]:
         return sorted(getattr(self._pool, "_processes", {}) or {})

@@ -66,15 +66,29 @@ class RayExecutor(Executor):
             try:
                 out.append((ref, ray.get(ref), None))
             except ray.exceptions.RayTaskError as e:  # the task raised: hand back its error
-                cause = e.as_instanceof_cause()
-                out.append((ref, None, cause if isinstance(cause, BaseException) else e))
+                cause = getattr(e, "cause", None)
+                out.append((ref, None, cause if isinstance(cause, BaseException) else
+                            ExecutorError(f"a Ray task failed: {str(e).splitlines()[0]}")))
             except ray.exceptions.RayError as e:  # a worker or node died
                 out.append((ref, None, ExecutorError(f"a Ray worker failed: {e}")))
         return out
 
+    def cancel(self, handles: list[Handle]) -> None:
+        for ref in handles:
+            self._pending.discard(ref)
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception:  # noqa: S110 (already finished)
+                pass
+
     def check_shared(self, probe: str) -> None:
-        refs = [self._ray.remote(num_cpus=0)(_probe).remote(probe)
-                for _ in range(max(1, min(self.slots, 16)))]
+        """One probe task per alive node (pinned there), each looking for `probe`."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe_task = self._ray.remote(num_cpus=0)(_probe)
+        nodes = [n["NodeID"] for n in self._ray.nodes() if n.get("Alive")]
+        refs = [probe_task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node, soft=False)).remote(probe) for node in nodes]
         for seen, host in self._ray.get(refs):
             if not seen:
                 raise ExecutorError(
@@ -83,13 +97,8 @@ class RayExecutor(Executor):
                     "(NFS, Lustre, a mounted bucket); choose such an --out")
 
     def close(self, *, abort: bool) -> None:
-        ray = self._ray
         if abort:
-            for ref in list(self._pending):
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: S110 (already finished or gone)
-                    pass
+            self.cancel(list(self._pending))
         self._pending.clear()
         if self._started:
-            ray.shutdown()
+            self._ray.shutdown()

@@ -1,0 +1,99 @@
+"""The manifest of a finished run: records of every split file, counts, order and provenance."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prep import order
+from prep.split import RULE as SPLIT_RULE
+from shards.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    DocIndexRecord,
+    DomainRecord,
+    LeakageRecord,
+    Manifest,
+    ShardRecord,
+    SplitRecord,
+)
+
+if TYPE_CHECKING:
+    from prep.assemble import FileResult, IndexJob, ShardJob
+    from prep.commit import DomainResult
+    from prep.config import PrepConfig
+    from prep.plan import Plan
+
+
+def split_records(jobs: list[tuple[str, str, ShardJob | IndexJob]], files: list[FileResult],
+                  results: dict[str, DomainResult], staging: Path, version_dir: str,
+                  block_size: int) -> dict[str, dict[str, SplitRecord]]:
+    """Each (domain, split)'s record from its assembled files, named under `version_dir`."""
+    splits: dict[str, dict[str, SplitRecord]] = {}
+    for (name, split, _job), res in zip(jobs, files, strict=True):
+        rel = f"{version_dir}/{Path(res.out).relative_to(staging).as_posix()}"
+        lay = results[name].layouts[split]
+        rec = splits.setdefault(name, {}).setdefault(split, SplitRecord(
+            docs=lay.docs, tokens=lay.tokens, blocks=lay.tokens // block_size,
+            bytes_text=lay.bytes_text, shards=[], doc_index=DocIndexRecord("", 0, 0, "")))
+        if res.docs is not None:  # the document index
+            rec.doc_index = DocIndexRecord(path=rel, docs=res.docs, bytes=res.bytes,
+                                           sha256=res.sha256)
+        else:
+            rec.shards.append(ShardRecord(path=rel, tokens=res.tokens, bytes=res.bytes,
+                                          sha256=res.sha256))
+    return splits
+
+
+def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult],
+                   splits: dict[str, dict[str, SplitRecord]], run: dict[str, Any],
+                   t0: float) -> Manifest:
+    records = {}
+    for d in plan.domains:
+        res = results[d.name]
+        source = dict(d.source)
+        files = [f for p in res.partitions for f in (p["provenance"] or {}).get("files", [])]
+        if files:
+            source["files"] = files
+        buffer_bytes = int(d.cfg.shuffle_buffer_mb * 1e6)
+        records[d.name] = DomainRecord(
+            name=d.name, source=source, format_rules=d.format_rules,
+            shuffle_buffer=d.cfg.shuffle_buffer, size_budget_bytes=d.budget_bytes,
+            token_budget=d.cfg.size_tokens, budget_reached=res.budget_reached,
+            min_chars=d.cfg.min_chars, max_chars=d.cfg.max_chars,
+            eval_fraction=d.cfg.eval_fraction, counts=res.counts,
+            # every kept text is kept once (the commit's dedup, re-checked by sorting all keys)
+            leakage=LeakageRecord(eval_hashes_in_train=0, cross_domain_duplicates=0,
+                                  passed=True),
+            splits=splits[d.name],
+            order={"rule": order.describe(d.cfg.interleave, d.cfg.shuffle_buffer, buffer_bytes),
+                   "seed": plan.seed, "interleave": d.cfg.interleave,
+                   "shuffle_buffer_docs": d.cfg.shuffle_buffer,
+                   "shuffle_buffer_bytes": buffer_bytes,
+                   "partition_bytes": d.settings.read.partition_bytes,
+                   "partitions_planned": len(d.partitions),
+                   "partitions_read": len(res.partitions), "split_rule": SPLIT_RULE},
+            partitions=res.partitions)
+    elapsed = time.perf_counter() - t0
+    tokens = sum(s.tokens for r in splits.values() for s in r.values())
+    kept = sum(r.counts.bytes_kept for r in results.values())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return Manifest(
+        format=FORMAT_NAME, format_version=FORMAT_VERSION,
+        recipe={**plan.recipe.to_dict(), "domains": [asdict(d.cfg) for d in plan.domains],
+                "seed": plan.seed, "block_size": plan.block_size},
+        config=asdict(cfg), seed=plan.seed, split_salt=plan.recipe.split_salt,
+        block_size=plan.block_size, shard_tokens=plan.shard_tokens, tokenizer=plan.tokenizer,
+        domains=records, leakage_passed=True,
+        run={"seconds": round(elapsed, 3), "tokens": tokens,
+             "tokens_per_s": round(tokens / elapsed, 1),
+             "mb_per_s": round(kept / 1e6 / elapsed, 3), "executor": cfg.executor,
+             "workers": cfg.workers, **run,
+             "coordinator_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+             "coordinator_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+             "plan_fingerprint": plan.fingerprint, "python": platform.python_version(),
+             "platform": platform.platform()})
