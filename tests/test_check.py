@@ -77,7 +77,9 @@ def test_levels_read_what_they_say(root: Path) -> None:
     assert (v.files, v.files_read, v.files_skipped) == (len(sh) + len(ix),) * 2 + (0,)
     assert v.bytes_read == size + sum(p.stat().st_size for p in ix)
     assert v.problems == [] and v.stamp == str(root / STAMP_NAME)
-    assert v.to_dict()["gb_per_s"] >= 0 and "GB/s" in v.summary()
+    assert v.read_seconds > 0 and v.to_dict()["gb_per_s"] == round(v.bytes_read / 1e9 /
+                                                                    v.read_seconds, 3)
+    assert f"{len(sh) + len(ix)} read ({v.bytes_read / 1e6:,.2f} MB at" in v.summary()
     with pytest.raises(ValueError, match="verify='most': choose one of sizes, ids, full"):
         shards.open(root, verify="most")
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,9 @@ from shards_fixture import domain_docs, make_dataset
 
 import shards
 from shards.format import Manifest
-from train import moe
+from train import moe, report
 from train.checkpoint import load_checkpoint
-from train.config import EXPERIMENTS, TrainError, build_parser, parse_args
+from train.config import EXPERIMENTS, TrainConfig, TrainError, build_parser, parse_args
 from train.data import EvalSet
 from train.evaluation import Evaluation, evaluate
 from train.loop import EXIT_NONFINITE
@@ -224,9 +225,25 @@ def test_help_explains_every_flag():
                  "--lr", "--warmup", "--eval-every", "--seed", "--resume", "--compile",
                  "--device", "--n-experts", "--top-k", "--moe-layers", "--lb-coef", "--z-coef",
                  "--router-noise", "--init-from", "--domain-weights", "--block-size",
-                 "--stop-on-collapse", "--eval-max-blocks", "--experiment", "--overwrite"):
+                 "--stop-on-collapse", "--eval-max-blocks", "--experiment", "--overwrite",
+                 "--skip-verify", "--allow-change"):
         assert flag in text
     assert "more than 60% of a MoE layer" in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_cli_is_derived_from_the_config_dataclasses():
+    # every field is a flag whose default is the dataclass's own (written once)
+    assert parse_args(["--data", "d", "--out", "o"]) == TrainConfig(data="d", out="o")
+    flags = {a.dest for a in build_parser()._actions} - {"help"}
+    assert flags == {f.name for f in fields(TrainConfig)}
+    cfg = parse_args(["--data", "d", "--out", "o", "--moe-layers", "2,3", "--resume",
+                      "--allow-change", "lr", "seed"])
+    assert cfg.moe_layers == [2, 3] and cfg.allow_change == ["lr", "seed"]
+    assert report.parse_args(["run"]) == report.ReportConfig(run_dir="run")
+    assert report.parse_args(["run", "--early-ckpt", "a", "--early-ckpt", "b", "--compare",
+                              "x", "y"]).early_ckpt == ["a", "b"]
+    assert {a.dest for a in report.build_parser()._actions} - {"help"} == \
+        {f.name for f in fields(report.ReportConfig)}
 
 
 def test_schedule_and_peaks():

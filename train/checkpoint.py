@@ -24,7 +24,9 @@ None, so it loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
 from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +37,8 @@ import torch
 from shards.atomic import atomic_open
 
 CKPT_NAME = "ckpt.pt"
+# test hook: SIGKILL this process while it writes the checkpoint of step N (temp file half done)
+KILL_HOOK_ENV = "MOE_TEST_KILL_IN_SAVE"
 TRAILER_HEAD = b"\nmoe-shards-checkpoint sha256="
 TRAILER_LEN = len(TRAILER_HEAD) + 64 + 1
 REQUIRED_KEYS = ("model", "model_config", "train_config", "optimizer", "step", "sampler", "rng",
@@ -67,6 +71,9 @@ def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:
     with atomic_open(path, "wb") as f:
         w = _HashingWriter(f)
         torch.save(obj, w)
+        if os.environ.get(KILL_HOOK_ENV) == str(obj.get("step")):
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
         f.write(TRAILER_HEAD + w.h.hexdigest().encode() + b"\n")
     return path
 
