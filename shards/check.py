@@ -75,8 +75,9 @@ class DataCheck:
         what = "sha256 and token ids" if self.level == "full" else "token ids"
         skipped = (f", {self.files_skipped} unchanged since {self.stamp} "
                    f"({self.bytes_skipped / 1e6:,.2f} MB skipped)" if self.files_skipped else "")
-        return (f"data check: {self.level} ({what}) of {self.files} files: {self.files_read} "
-                f"read ({self.bytes_read / 1e6:,.2f} MB at {self.gb_per_s:.2f} GB/s){skipped}; "
+        read = (f"{self.files_read} read ({self.bytes_read / 1e6:,.2f} MB at "
+                f"{self.gb_per_s:.2f} GB/s)" if self.files_read else "none read")
+        return (f"data check: {self.level} ({what}) of {self.files} files: {read}{skipped}; "
                 f"{len(self.problems)} problem(s) in {self.seconds:.2f} s")
 
 

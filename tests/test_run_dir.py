@@ -180,24 +180,25 @@ def test_sigterm_mid_run_then_resume_gives_the_same_losses(data, tmp_path):
     common = ["--max-steps", "8", "--eval-every", "4", "--grad-accum", "2"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train(data, straight, *common) == 0
-    # a real SIGTERM during step 3 (after its first forward pass): the step completes, a
-    # checkpoint is written, the process exits 143
-    rc, stdout, stderr, _ = subprocess_train(data, split, *common, env={TEST_HOOK_ENV: "3"})
+    # a real SIGTERM during step 4 (after its first forward pass): the step completes, a
+    # checkpoint is written at once (step 4's eval is left to the resumed run), exit 143
+    rc, stdout, stderr, _ = subprocess_train(data, split, *common, env={TEST_HOOK_ENV: "4"})
     assert rc == EXIT_PREEMPTED, stderr[-2000:]
-    assert "SIGTERM received: checkpoint of step 3 written to" in stdout
+    assert "SIGTERM received: checkpoint of step 4 written to" in stdout
     assert "Traceback" not in stderr
-    assert load_checkpoint(split / "ckpt.pt")["step"] == 3
+    ck = load_checkpoint(split / "ckpt.pt")
+    assert ck["step"] == 4 and ck["loop"]["eval_pending"] == 1
     (summary,) = records(split, "summary")
-    assert summary["stop_reason"] == "SIGTERM: stopped after step 3"
+    assert summary["stop_reason"] == "SIGTERM: stopped after step 4"
     assert summary["exit_code"] == EXIT_PREEMPTED
-    assert records(split, "train")[-1]["step"] == 3
+    assert records(split, "train")[-1]["step"] == 4 and not records(split, "eval")
     assert train(data, split, *common, "--resume") == 0
     a, b = records(straight, "train"), records(split, "train")
     assert [r["step"] for r in b] == list(range(1, 9))
     for key in ("lm_loss", "lb_loss", "z_loss", "grad_norm", "lr", "router_noise"):
         assert [r[key] for r in a] == [r[key] for r in b], key  # bit-identical on CPU
     assert [(r["step"], r["loss"]) for r in records(straight, "eval")] == \
-        [(r["step"], r["loss"]) for r in records(split, "eval")]
+        [(r["step"], r["loss"]) for r in records(split, "eval")] != []
     ma, mb = (load_checkpoint(p / "ckpt.pt")["model"] for p in (straight, split))
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 

@@ -165,6 +165,7 @@ class Loop:
         self.ckpt_path = Path(cfg.out) / CKPT_NAME
         self.collapse_streak = int(loop_state.get("collapse_streak", 0))  # survives --resume
         self.n_warnings = int(loop_state.get("collapse_warnings", 0))
+        self.eval_pending = bool(loop_state.get("eval_pending", 0))  # SIGTERM at an eval step
         self.summary: dict[str, Any] = {}
         cuda = device.type == "cuda"
         if cuda:
@@ -210,7 +211,13 @@ class Loop:
         last_train: dict[str, Any] = {}
         last_eval: dict[str, Any] | None = None
         self.model.train()
-        while self.step < cfg.max_steps:
+        stopping = False
+        if self.eval_pending:  # stopped by SIGTERM at an eval step: that eval comes first
+            self.eval_pending = False
+            last_eval, collapse = self.eval_and_save()
+            if collapse:
+                stop_reason, stopping = collapse, True
+        while not stopping and self.step < cfg.max_steps:
             rec, preempted = self.train_step(preempt)
             if rec is None:
                 stop_reason = f"non-finite loss at step {self.step + 1}"
@@ -218,34 +225,23 @@ class Loop:
                 break
             last_train = rec
             stopping = cfg.stop_after is not None and self.step >= cfg.stop_after
-            if preempted:  # checkpoint now; the eval of this step, if due, is skipped
+            due = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
+            if preempted and self.step < cfg.max_steps:  # save now, evaluate after --resume
+                self.eval_pending = due
                 self.save()
                 stop_reason = f"SIGTERM: stopped after step {self.step}"
                 exit_code = EXIT_PREEMPTED
                 self.log.line(f"SIGTERM received: checkpoint of step {self.step} written to "
                               f"{self.ckpt_path}; continue with --resume", style="bold yellow")
                 break
-            if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                last_eval = self.eval_step()
-                if cfg.stop_on_collapse and self.collapse_streak >= COLLAPSE_PATIENCE:
-                    collapsed = [lay for lay in last_eval["layers"] if lay["collapsed"]]
-                    stop_reason = (
-                        f"collapse: an expert took more than {COLLAPSE_SHARE:.0%} of a MoE "
-                        f"layer's eval tokens at {self.collapse_streak} evals in a row (last: "
-                        f"step {self.step}, " + ", ".join(
-                            f"layer {lay['layer']} expert {lay['top_expert']} "
-                            f"{lay['top_share']:.0%}" for lay in collapsed) + ")")
-                    stopping = True
-                self.save()
-                if d.master and cfg.keep_ckpt_every and self.step % cfg.keep_ckpt_every == 0:
-                    copy_file(self.ckpt_path, self.ckpt_path.with_name(
-                        f"ckpt_{self.step:06d}.pt"))
+            if due:
+                last_eval, collapse = self.eval_and_save()
+                if collapse:
+                    stop_reason, stopping = collapse, True
             elif stopping:
                 self.save()
-            if stopping:
-                if stop_reason == "max-steps":
-                    stop_reason = f"stop-after {cfg.stop_after}"
-                break
+        if stopping and stop_reason == "max-steps":
+            stop_reason = f"stop-after {cfg.stop_after}"
         self.summary = {
             "kind": "summary", "step": self.step, "stop_reason": stop_reason,
             "exit_code": exit_code, "final_train": last_train or None,
@@ -310,6 +306,24 @@ class Loop:
                       f"{tps:,.0f} tok/s" + (f" | mfu {mfu:.1%}" if mfu is not None else ""))
         return rec, preempted
 
+    def eval_and_save(self) -> tuple[dict[str, Any], str | None]:
+        """Evaluate, checkpoint (and keep a copy every --keep-ckpt-every steps); returns the
+        eval record and, with --stop-on-collapse, the reason to stop (None: go on)."""
+        cfg = self.cfg
+        ev = self.eval_step()
+        reason = None
+        if cfg.stop_on_collapse and self.collapse_streak >= COLLAPSE_PATIENCE:
+            collapsed = [lay for lay in ev["layers"] if lay["collapsed"]]
+            reason = (f"collapse: an expert took more than {COLLAPSE_SHARE:.0%} of a MoE layer's "
+                      f"eval tokens at {self.collapse_streak} evals in a row (last: step "
+                      f"{self.step}, " + ", ".join(f"layer {lay['layer']} expert "
+                                                   f"{lay['top_expert']} {lay['top_share']:.0%}"
+                                                   for lay in collapsed) + ")")
+        self.save()
+        if self.d.master and cfg.keep_ckpt_every and self.step % cfg.keep_ckpt_every == 0:
+            copy_file(self.ckpt_path, self.ckpt_path.with_name(f"ckpt_{self.step:06d}.pt"))
+        return ev, reason
+
     def eval_step(self) -> dict[str, Any]:
         """Score the eval set, log it, warn about collapsed layers; returns the eval record."""
         ev = {"kind": "eval", "step": self.step,
@@ -344,6 +358,7 @@ class Loop:
                 "data_fingerprint": self.ds.fingerprint,
                 "data_dir": str(cfg.data),
                 "loop": {"collapse_streak": self.collapse_streak,
-                         "collapse_warnings": self.n_warnings},
+                         "collapse_warnings": self.n_warnings,
+                         "eval_pending": int(self.eval_pending)},
             })
         barrier(d)

@@ -2,7 +2,8 @@
 
 Inside :class:`Preemption` a SIGTERM only sets a flag; the loop reads it once per optimizer
 step (all-reduced, so every DDP rank stops at the same step), writes a checkpoint, logs the
-summary and exits with EXIT_PREEMPTED, and ``--resume`` continues exactly where it stopped. A
+summary and exits with EXIT_PREEMPTED, and ``--resume`` continues exactly where it stopped (an
+eval that was due at that step runs first). A
 second SIGTERM while the checkpoint is being written kills the process at once (the previous
 checkpoint stays intact: writes are atomic).
 
