@@ -129,7 +129,8 @@ def test_refuses_existing_checkpoint_and_mismatches(data, other_data, tmp_path, 
         capsys.readouterr().err
     assert train(other_data, out, *common, "--resume") == 2
     err = capsys.readouterr().err
-    assert "trained on a different dataset" in err and "original --data" in err
+    assert f"trained with other options (data: '{data} (fingerprint " in err
+    assert f"'{other_data} (fingerprint " in err and "--allow-change data," in err
     other_model = ["--data", str(data), "--out", str(out), *SMALL[:-2], "--n-experts", "2",
                    "--moe-layers", "1", *common, "--resume"]
     assert moe.main(other_model) == 2

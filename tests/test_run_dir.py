@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,10 @@ import pytest
 import torch
 from shards_fixture import domain_docs, make_dataset
 
+import shards
 from train import moe, report
 from train.checkpoint import KILL_HOOK_ENV, load_checkpoint
-from train.config import RUN_KEYS
+from train.config import RUN_KEYS, TrainConfig
 from train.preempt import EXIT_PREEMPTED, TEST_HOOK_ENV
 from train.schedule import lr_at
 
@@ -140,9 +142,28 @@ def test_allow_change_names_only_options_that_alter_the_run(data, tmp_path, caps
     assert train(data, tmp_path / "r", "--resume", "--allow-change", "out") == 2
     err = capsys.readouterr().err
     assert "--allow-change out: not an option that alters the run" in err
-    assert "lr" in RUN_KEYS and "seed" in RUN_KEYS and "device" not in RUN_KEYS
+    # what may differ on resume without --allow-change (README lists the same)
+    assert {f.name for f in fields(TrainConfig)} - set(RUN_KEYS) == {
+        "data", "out", "stop_after", "keep_ckpt_every", "eval_batch_size", "resume",
+        "allow_change", "overwrite", "skip_verify", "compile", "device", "init_from"}
     assert train(data, tmp_path / "r", "--allow-change", "lr") == 2
     assert "--allow-change applies to --resume only" in capsys.readouterr().err
+
+
+def test_resume_on_other_data_only_with_allow_change_data(data, tmp_path, capsys):
+    other = make_dataset(tmp_path / "other", domain_docs(np.random.default_rng(5), 12, 4),
+                         shard_tokens=256, block_size=16)
+    out = tmp_path / "run"
+    common = ["--max-steps", "4", "--eval-every", "2"]
+    assert train(data, out, *common, "--stop-after", "2") == 0
+    assert moe.main(args(other, out, *common, "--resume")) == 2
+    assert "--allow-change data," in capsys.readouterr().err
+    assert moe.main(args(other, out, *common, "--resume", "--allow-change", "data")) == 0
+    (change,) = records(out, "resume")
+    old, new = change["changes"]["data"]
+    assert old.startswith(f"{data} (fingerprint ") and new.startswith(f"{other} (fingerprint ")
+    assert load_checkpoint(out / "ckpt.pt")["data_fingerprint"] == shards.open(other).fingerprint
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3, 4]
 
 
 # --------------------------------------------------------------------------- checksums

@@ -146,7 +146,8 @@ def check_compatible(ckpt: dict[str, Any], path: str | Path, *, model_config: di
                      data_fingerprint: str, data_dir: str, world_size: int,
                      may_differ: Collection[str] = ()) -> None:
     """Refuse (CheckpointError) to resume `ckpt` with another model config (but the fields in
-    `may_differ`), another dataset or another number of processes."""
+    `may_differ`), another dataset (unless `may_differ` holds "data") or another number of
+    processes."""
     old = {k: _plain(v) for k, v in ckpt["model_config"].items()}
     new = {k: _plain(v) for k, v in model_config.items()}
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
@@ -156,7 +157,7 @@ def check_compatible(ckpt: dict[str, Any], path: str | Path, *, model_config: di
         raise CheckpointError(
             f"--resume: {path} was trained with a different model config ("
             + "; ".join(diffs) + "). Resume with the original flags, or train into a new --out.")
-    if ckpt["data_fingerprint"] != data_fingerprint:
+    if ckpt["data_fingerprint"] != data_fingerprint and "data" not in may_differ:
         raise CheckpointError(
             f"--resume: {path} was trained on a different dataset (fingerprint "
             f"{ckpt['data_fingerprint'][:12]}... from {ckpt.get('data_dir')!r}; --data "

@@ -78,7 +78,8 @@ class TrainConfig:
     allow_change: list[str] = opt(
         [], metavar="KEY", resume_safe=True,
         help="with --resume: accept these changed options (config field names, e.g. lr "
-             "max_steps); each change is recorded in metrics.jsonl")
+             "max_steps; data: other data, by fingerprint); each change is recorded in "
+             "metrics.jsonl")
     overwrite: bool = opt(False, resume_safe=True,
                           help="start over in an --out that holds a run, deleting its "
                                "ckpt.pt, ckpt_*.pt and metrics.jsonl")
@@ -129,6 +130,9 @@ class TrainConfig:
 
 
 RUN_KEYS = tuple(f.name for f in fields(TrainConfig) if not f.metadata.get("resume_safe"))
+# what --allow-change may name: the options above, and "data": the dataset's content (its
+# fingerprint; the --data path alone may always change)
+ALLOWABLE = (*RUN_KEYS, "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,10 +164,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         raise TrainError("--resume and --overwrite exclude each other")
     if cfg.allow_change and not cfg.resume:
         raise TrainError("--allow-change applies to --resume only")
-    unknown = [k for k in cfg.allow_change if k not in RUN_KEYS]
+    unknown = [k for k in cfg.allow_change if k not in ALLOWABLE]
     if unknown:
         raise TrainError(f"--allow-change {' '.join(unknown)}: not an option that alters the "
-                         f"run; those are: {' '.join(RUN_KEYS)}")
+                         f"run; those are: {' '.join(ALLOWABLE)}")
     return cfg
 
 

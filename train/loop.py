@@ -94,11 +94,16 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
     weights = parse_domain_weights(cfg.domain_weights, ds.domains)
     changes: dict[str, Any] = {}
     if ckpt is not None:
-        changes = changes_to_accept(ckpt["train_config"], cfg, ckpt_path)
+        old_fp = ckpt["data_fingerprint"]
+        data_change = None if old_fp == ds.fingerprint else (
+            f"{ckpt.get('data_dir')} (fingerprint {old_fp[:12]}...)",
+            f"{cfg.data} (fingerprint {ds.fingerprint[:12]}...)")
+        changes = changes_to_accept(ckpt["train_config"], cfg, ckpt_path, data_change)
         check_compatible(ckpt, ckpt_path, model_config=mcfg_dict,
                          data_fingerprint=ds.fingerprint, data_dir=str(cfg.data),
                          world_size=d.world,
-                         may_differ={m for k in changes for m in MODEL_KEYS.get(k, ())})
+                         may_differ={m for k in changes for m in MODEL_KEYS.get(k, ())}
+                         | ({"data"} if "data" in changes else set()))
     step = int(ckpt["step"]) if ckpt is not None else 0
     barrier(d)
     stale = prepare(out, cfg, step if ckpt is not None else None) if d.master else []

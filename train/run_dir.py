@@ -42,10 +42,14 @@ def check_start(out: Path, cfg: TrainConfig) -> None:
                          "or --overwrite to delete it and start over, or choose another --out")
 
 
-def changes_to_accept(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> dict[str, Any]:
-    """The options that differ from the checkpoint's: returned when --allow-change names each
-    of them (key -> [saved, now]), refused with the whole list otherwise."""
-    changes = run_changes(saved, cfg)
+def changes_to_accept(saved: dict[str, Any], cfg: TrainConfig, path: Path,
+                      data: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The options that differ from the checkpoint's (and `data`: the datasets, when their
+    fingerprints differ): returned when --allow-change names each of them (key -> [saved,
+    now]), refused with the whole list otherwise."""
+    changes: dict[str, Any] = dict(run_changes(saved, cfg))
+    if data is not None:
+        changes["data"] = data
     refused = [k for k in changes if k not in cfg.allow_change]
     if refused:
         listed = "; ".join(f"{k}: {changes[k][0]!r} in the checkpoint, {changes[k][1]!r} now"
