@@ -127,10 +127,12 @@ def test_resume_with_changed_options_is_refused_with_the_list(data, tmp_path, ca
     assert "--allow-change seed," in capsys.readouterr().err  # seed still refused
     assert [r["step"] for r in records(out, "train")] == [1, 2]  # nothing ran
     assert train(data, out, *common, "--resume", "--lr", "1e-3", "--seed", "99",
-                 "--allow-change", "lr", "seed") == 0
+                 "--weight-decay", "0.2", "--allow-change", "lr", "seed", "weight_decay") == 0
     (change,) = records(out, "resume")
-    assert change == {"kind": "resume", "step": 2,
-                      "changes": {"lr": [0.003, 0.001], "seed": [1337, 99]}}
+    assert change == {"kind": "resume", "step": 2, "changes": {
+        "lr": [0.003, 0.001], "weight_decay": [0.1, 0.2], "seed": [1337, 99]}}
+    groups = load_checkpoint(out / "ckpt.pt")["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.2, 0.0]  # not the checkpoint's 0.1
     step3 = records(out, "train")[2]
     assert step3["step"] == 3
     assert step3["lr"] == pytest.approx(lr_at(2, moe.parse_args(args(data, out, *common,

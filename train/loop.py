@@ -139,6 +139,10 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
     if ckpt is not None:
         loop_state = dict(ckpt.get("loop", {}))
         optimizer.load_state_dict(ckpt["optimizer"])
+        if {"beta1", "beta2", "weight_decay"} & set(changes):  # the saved groups hold the old
+            for g in optimizer.param_groups:
+                g["betas"] = (cfg.beta1, cfg.beta2)
+            optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay  # the decayed group
         sampler.load_state_dict(ckpt["sampler"]["ranks"][d.rank],
                                 may_differ={SAMPLER_KEYS[k] for k in changes
                                             if k in SAMPLER_KEYS})
