@@ -169,6 +169,18 @@ def test_ids_stamp_does_not_stand_for_full(root: Path) -> None:
     assert v.files_read == len(sh) + len(ix)  # hashing was never done: every file read
 
 
+def test_an_ids_check_keeps_the_full_records_it_did_not_redo(root: Path) -> None:
+    sh, ix = declared(root)
+    shards.open(root, verify="full")
+    st = sh[0].stat()
+    os.utime(sh[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert shards.open(root, verify="ids").verification.files_read == 1  # that shard's ids
+    v = shards.open(root, verify="full").verification
+    assert (v.files_read, v.bytes_read) == (1, st.st_size)  # only its hash is still missing
+    stamp = json.loads((root / STAMP_NAME).read_text())["files"]
+    assert len(stamp) == len(sh) + len(ix) and {r["level"] for r in stamp.values()} == {"full"}
+
+
 def test_stamp_follows_the_manifest_not_the_path(root: Path) -> None:
     # two shards of the same size swap places in the manifest: the fingerprint (by position)
     # and the files' size and mtime are unchanged, but each path now holds other bytes
