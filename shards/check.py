@@ -96,12 +96,15 @@ def _stamp_key(manifest: Manifest) -> dict[str, Any]:
 
 
 def read_stamp(root: Path, manifest: Manifest, place: str = "auto") -> tuple[dict, Path | None]:
-    """The usable file records of a stamp ({} when none matches this manifest) and its path."""
+    """The file records of the stamps that match this manifest ({} when none does; with
+    "auto", those beside the dataset and in the cache together) and the first one's path."""
     if place == "off":
         return {}, None
     candidates = {"auto": [root / STAMP_NAME, cache_stamp_path(root)],
                   "dataset": [root / STAMP_NAME], "cache": [cache_stamp_path(root)]}[place]
     key = _stamp_key(manifest)
+    records: dict[str, Any] = {}
+    first = None
     for path in candidates:
         try:
             st = json.loads(path.read_text(encoding="utf-8"))
@@ -111,8 +114,9 @@ def read_stamp(root: Path, manifest: Manifest, place: str = "auto") -> tuple[dic
                 and st.get("version") == STAMP_VERSION
                 and all(st.get(k) == v for k, v in key.items())
                 and isinstance(st.get("files"), dict)):
-            return st["files"], path
-    return {}, None
+            records.update(st["files"])  # each record is checked against its file anyway
+            first = first or path
+    return records, first
 
 
 def write_stamp(root: Path, manifest: Manifest, files: dict[str, Any],
