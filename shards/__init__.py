@@ -2,6 +2,7 @@
 
     import shards
     ds = shards.open("data/sample")          # validates paths and sizes before reading a token
+    ds = shards.open("data/sample", verify="full")  # and every token id and sha256 (stamped)
     sp = ds.split("code", "train")           # or ds["code", "train"]
     x = sp.block(0)                          # a zero-copy view into the shard's memmap
     print(ds.decode(sp.document_tokens(0)))  # document 0's text
@@ -12,6 +13,7 @@ Elsewhere: `shards.to_hf` (a `datasets.Dataset`), `shards.torch` (PyTorch datase
 
 from typing import Any
 
+from shards.check import DataCheck
 from shards.format import FormatError
 from shards.reader import Dataset, DatasetError, DocInfo, Split, SplitNotFoundError, decode, open
 
@@ -24,6 +26,7 @@ def to_hf(ds: Any, domain: str, split: str, **kwargs: Any) -> Any:
 
 
 __all__ = [
+    "DataCheck",
     "Dataset",
     "DatasetError",
     "DocInfo",

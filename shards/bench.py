@@ -6,6 +6,9 @@ with the real shard writer, then times:
 - verify's reading-and-hashing pass (MB/s) against a plain sequential sha256 of the same files
   read the same way (the baseline, measured in the same run; the ratio is printed), and the whole
   `verify` (every check, every document's content hash);
+- the check `shards.open` runs before training (``verify="full"``: sha256 and token ids in one
+  read; ``"ids"``: token ids alone), in GB/s against the same baseline, and a second
+  ``verify="full"`` open that its stamp lets skip every unchanged file (the speedup);
 - `audit` (exact 13-gram contamination, diversity, format artifacts), in seconds;
 - `export` to Megatron-LM and to llm.c files (MB of tokens per second, fsynced like every write
   of this project) against a plain durable copy of the same shard files (`atomic.copy_file`), the
@@ -34,6 +37,7 @@ import numpy as np
 import shards
 from shards import atomic
 from shards.audit import audit
+from shards.check import STAMP_NAME
 from shards.console import Out
 from shards.export import ExportConfig, export
 from shards.format import CountsRecord, SplitRecord, content_hash
@@ -209,6 +213,15 @@ def run(cfg: BenchConfig, workdir: Path, out: Out) -> dict[str, float]:
         base_s = min(base_s, s)
         reports.append(verify(root))
     report = min(reports, key=lambda r: r.hash_seconds)
+    checks = {level: max((shards.open(root, verify=level, stamp="off").verification
+                          for _ in range(cfg.repeat)), key=lambda c: c.gb_per_s)
+              for level in ("full", "ids")}
+    (root / STAMP_NAME).unlink(missing_ok=True)
+    first = shards.open(root, verify="full").verification
+    stamped = min((shards.open(root, verify="full").verification for _ in range(cfg.repeat)),
+                  key=lambda c: c.seconds)
+    if stamped.files_read:
+        raise SystemExit(f"bench: the stamp did not skip {stamped.files_read} unchanged files")
     if not report.ok:
         raise SystemExit(f"bench: verify found problems in generated data: {report.problems[:3]}")
     t0 = time.perf_counter()
@@ -223,6 +236,12 @@ def run(cfg: BenchConfig, workdir: Path, out: Out) -> dict[str, float]:
         "verify_hash_mb_s": report.mb_per_s,
         "verify_hash_vs_baseline": report.mb_per_s / (nbytes / 1e6 / base_s),
         "verify_total_s": min(r.seconds for r in reports),
+        "open_full_gb_s": checks["full"].gb_per_s,
+        "open_full_vs_baseline": checks["full"].gb_per_s * 1e3 / (nbytes / 1e6 / base_s),
+        "open_ids_gb_s": checks["ids"].gb_per_s,
+        "open_full_first_s": first.seconds,
+        "open_full_stamped_s": stamped.seconds,
+        "stamp_speedup": first.seconds / stamped.seconds,
         "audit_s": audit_s,
     }
     out.table(f"shards bench: 3 domains x {cfg.size_mb:g} MB of text ({text_mb:.1f} MB, "
@@ -231,6 +250,12 @@ def run(cfg: BenchConfig, workdir: Path, out: Out) -> dict[str, float]:
         ["verify: read + hash + token checks", f"{figures['verify_hash_mb_s']:.0f} MB/s"],
         ["verify hash / baseline", f"{figures['verify_hash_vs_baseline']:.2f}x"],
         ["verify: everything (incl. doc content hashes)", f"{figures['verify_total_s']:.2f} s"],
+        ["open(verify='full'): sha256 + token ids, one read",
+         f"{figures['open_full_gb_s']:.2f} GB/s ({figures['open_full_vs_baseline']:.2f}x "
+         "baseline)"],
+        ["open(verify='ids'): token ids", f"{figures['open_ids_gb_s']:.2f} GB/s"],
+        ["open(verify='full'): first / again, stamped",
+         f"{first.seconds:.3f} s / {stamped.seconds:.4f} s ({figures['stamp_speedup']:.0f}x)"],
         ["audit: everything", f"{audit_s:.2f} s"],
         ["(generating the data)", f"{gen_s:.1f} s"],
     ])

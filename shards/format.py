@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -206,20 +209,9 @@ class Manifest:
                 f"version {FORMAT_VERSION}. Re-run `python -m prep` with this version, or "
                 "install the version of this package that wrote it."
             )
+        check_manifest_values(d, source)
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names if n not in d and n != "run")
-        if missing:
-            raise FormatError(f"{source}: manifest lacks field(s) {', '.join(missing)}")
         d = {k: v for k, v in d.items() if k in names}
-        if not isinstance(d["domains"], dict) or not d["domains"]:
-            raise FormatError(f"{source}: field 'domains' must be a non-empty object of "
-                              "domain name -> record")
-        for name, dom in d["domains"].items():
-            splits = dom.get("splits") if isinstance(dom, dict) else None
-            if not isinstance(splits, dict) or sorted(splits) != sorted(SPLITS):
-                found = sorted(splits) if isinstance(splits, dict) else splits
-                raise FormatError(f"{source}: domains.{name}.splits must hold exactly "
-                                  f"{' and '.join(SPLITS)}, found {found!r}")
         try:
             d["tokenizer"] = TokenizerRecord(**d["tokenizer"])
             d["domains"] = {k: DomainRecord.from_dict(v) for k, v in d["domains"].items()}
@@ -254,3 +246,121 @@ class Manifest:
                 for i, s in enumerate(rec.shards):  # by position: where the files lie is not data
                     h.update(f"{i}:{s.tokens}:{s.sha256}".encode())
         return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- value checks
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_VOCAB = 1 << (8 * TOKEN_BYTES)  # token ids are stored as uint16
+# The lowest value of an integer field, by (record, field); None: any integer. Every other
+# integer field is a count, a size or a position: >= 0.
+INT_MIN: dict[tuple[str, str], int | None] = {
+    ("Manifest", "seed"): None,
+    ("Manifest", "block_size"): 1,
+    ("Manifest", "shard_tokens"): 1,
+    ("TokenizerRecord", "vocab_size"): 1,
+}
+FLOAT_RANGE: dict[tuple[str, str], tuple[float, float]] = {
+    ("DomainRecord", "eval_fraction"): (0.0, 1.0),
+}
+SHA256_FIELDS = {("ShardRecord", "sha256"), ("DocIndexRecord", "sha256"),
+                 ("TokenizerRecord", "ranks_sha256")}
+NONEMPTY_FIELDS = {("ShardRecord", "path"), ("DocIndexRecord", "path")}
+
+
+def check_manifest_values(d: Any, source: str = MANIFEST_NAME) -> None:
+    """Check every field of a manifest's JSON against the records' declared types and ranges.
+
+    The types come from the dataclasses' annotations (a field added to a record is checked
+    with it); ranges from INT_MIN, FLOAT_RANGE and the cross-field rules below. Raises a
+    one-line FormatError naming the field, its value and what was expected.
+    """
+    _check_record(Manifest, d, "", source)
+    if not d["domains"]:
+        raise FormatError(f"{source}: field 'domains' must be a non-empty object of domain "
+                          "name -> record")
+    for name, dom in d["domains"].items():
+        if sorted(dom["splits"]) != sorted(SPLITS):
+            raise FormatError(f"{source}: domains.{name}.splits must hold exactly "
+                              f"{' and '.join(SPLITS)}, found {sorted(dom['splits'])!r}")
+    bs, st, tok = d["block_size"], d["shard_tokens"], d["tokenizer"]
+    if st % bs:
+        raise FormatError(f"{source}: shard_tokens={st} is not a multiple of block_size={bs}; "
+                          "the manifest is damaged: re-run `python -m prep`")
+    if tok["vocab_size"] > MAX_VOCAB:
+        raise FormatError(f"{source}: tokenizer.vocab_size={tok['vocab_size']} does not fit the "
+                          f"uint16 token format (at most {MAX_VOCAB})")
+    if not tok["eot_id"] < tok["vocab_size"]:
+        raise FormatError(f"{source}: tokenizer.eot_id={tok['eot_id']} must be < "
+                          f"tokenizer.vocab_size={tok['vocab_size']}")
+
+
+def _bad(source: str, where: str, value: Any, expected: str) -> FormatError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return FormatError(f"{source}: field {where} is {shown} ({type(value).__name__}); expected "
+                       f"{expected}: the manifest is damaged or was edited; re-run "
+                       "`python -m prep` or restore the original manifest.json")
+
+
+def _check_record(cls: type, d: Any, where: str, source: str) -> None:
+    if not isinstance(d, dict):
+        raise _bad(source, where.rstrip(".") or "(top level)", d, "a JSON object")
+    hints = typing.get_type_hints(cls)
+    missing = [f.name for f in fields(cls) if f.name not in d
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        what = f"record {where.rstrip('.')}" if where else "manifest"
+        raise FormatError(f"{source}: {what} lacks field(s) {', '.join(missing)}")
+    for f in fields(cls):
+        if f.name in d:
+            _check_value(d[f.name], hints[f.name], where + f.name, (cls.__name__, f.name),
+                         source)
+
+
+def _check_value(v: Any, hint: Any, where: str, key: tuple[str, str], source: str) -> None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if origin in (types.UnionType, typing.Union):
+        if v is None and type(None) in args:
+            return
+        (inner,) = [a for a in args if a is not type(None)]
+        _check_value(v, inner, where, key, source)
+        return
+    if origin is dict or hint is dict:
+        if not isinstance(v, dict):
+            raise _bad(source, where, v, "a JSON object")
+        if args and args[1] is not Any:
+            for k, item in v.items():
+                _check_value(item, args[1], f"{where}.{k}", key, source)
+        return
+    if origin is list or hint is list:
+        if not isinstance(v, list):
+            raise _bad(source, where, v, "a JSON list")
+        if args and args[0] is not Any:
+            for i, item in enumerate(v):
+                _check_value(item, args[0], f"{where}[{i}]", key, source)
+        return
+    if is_dataclass(hint):
+        _check_record(hint, v, where + ".", source)
+    elif hint is bool:
+        if not isinstance(v, bool):
+            raise _bad(source, where, v, "true or false")
+    elif hint is int:
+        low = INT_MIN.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or (low is not None and v < low):
+            raise _bad(source, where, v, "an integer" + (f" >= {low}" if low is not None else ""))
+    elif hint is float:
+        lo, hi = FLOAT_RANGE.get(key, (-math.inf, math.inf))
+        if (not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v)
+                or not lo <= v <= hi):
+            raise _bad(source, where, v, f"a number in [{lo}, {hi}]" if key in FLOAT_RANGE
+                       else "a finite number")
+    elif hint is str:
+        if not isinstance(v, str):
+            raise _bad(source, where, v, "a string")
+        if key in SHA256_FIELDS and not SHA256_RE.match(v):
+            raise _bad(source, where, v, "a sha256 of 64 lowercase hex digits")
+        if key in NONEMPTY_FIELDS and not v:
+            raise _bad(source, where, v, "a non-empty path relative to the dataset directory")

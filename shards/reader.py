@@ -2,7 +2,9 @@
 
 ``shards.open(path)`` validates the manifest against the files before any token is read:
 every path must be relative, inside the dataset directory (no ``..``, no absolute path, no
-symlink leading out), and every file must exist with the size the manifest declares. Shards are
+symlink leading out), and every file must exist with the size the manifest declares.
+``verify="ids"`` also reads every shard to check its token ids, ``verify="full"`` hashes every
+file as well (shards/check.py; a stamp lets the next open skip unchanged files). Shards are
 then mapped once, read-only, as ``np.memmap`` uint16 arrays; ``Split.block(i)`` is a view into
 them, never a copy.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -20,6 +23,7 @@ import numpy as np
 import tiktoken
 import zstandard
 
+from shards.check import DataCheck, check_files
 from shards.format import (
     MANIFEST_NAME,
     TOKEN_BYTES,
@@ -313,9 +317,11 @@ class Split:
 class Dataset:
     """A validated dataset directory; see :func:`open`."""
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest,
+                 verification: DataCheck | None = None) -> None:
         self.root = root
         self.manifest = manifest
+        self.verification = verification  # what `open` checked (level, files, GB/s, ...)
         self.domains: list[str] = list(manifest.domains)
         self.block_size = int(manifest.block_size)
         self.vocab_size = int(manifest.tokenizer.vocab_size)
@@ -360,14 +366,28 @@ def load_manifest(path: str | Path) -> tuple[Path, Manifest]:
     return mpath.parent, manifest
 
 
-def open(path: str | Path) -> Dataset:
-    """Open a dataset directory (or its manifest.json), validating it before reading tokens.
+def open(path: str | Path, verify: str = "sizes", *, stamp: str = "auto",
+         workers: int | None = None) -> Dataset:
+    """Open a dataset directory (or its manifest.json), checking it before reading tokens.
 
-    Raises FormatError (DatasetError listing every problem) for an unreadable manifest, an
-    unknown format version, an unsafe path, or a missing or wrongly sized file.
+    `verify`: ``sizes`` (paths and sizes), ``ids`` (also every token id < the vocabulary) or
+    ``full`` (also the sha256 of every shard and document index); see shards/check.py. `stamp`
+    (auto, dataset, cache or off) says where the record of passed files is kept: auto puts it
+    beside the dataset, or in the user's cache when the dataset directory is read-only.
+    `workers`: threads reading files (default min(2, CPU count)).
+
+    Raises FormatError (DatasetError listing every problem, one line each) for an unreadable
+    manifest, an unknown format version, a field of the wrong type, an unsafe path, a missing
+    or wrongly sized file, and at `ids`/`full` a token id out of the vocabulary or a sha256
+    that differs from the manifest's. ``Dataset.verification`` tells what was checked.
     """
+    t0 = time.perf_counter()
     root, manifest = load_manifest(path)
-    _, problems = check_layout(root, manifest)
+    files, problems = check_layout(root, manifest)
     if problems:
         raise DatasetError(problems)
-    return Dataset(root, manifest)
+    check = check_files(root, manifest, files, verify, stamp=stamp, workers=workers)
+    check.seconds = time.perf_counter() - t0
+    if check.problems:
+        raise DatasetError(check.problems)
+    return Dataset(root, manifest, check)

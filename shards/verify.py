@@ -26,23 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from shards.console import Out
-from shards.format import TOKEN_BYTES, TOKEN_DTYPE, FormatError, Manifest, SplitRecord
+from shards.format import TOKEN_DTYPE, FormatError, Manifest, SplitRecord
 from shards.reader import DocInfo, _gpt2, check_layout, load_manifest, read_doc_index
+from shards.scan import FileScan, scan_file, sha_problem, token_problem
 
-CHUNK_BYTES = 8 << 20  # read size; an even number so a chunk holds whole tokens
 MAX_EXAMPLES = 5  # per kind of problem, further ones are counted
-
-
-@dataclass
-class FileScan:
-    """One pass over one file: its sha256 and size, and for shards the token checks."""
-
-    path: Path
-    sha256: str
-    size: int
-    bad_tokens: int = 0  # ids >= vocab size
-    first_bad: tuple[int, int] | None = None  # (token position, id)
-    eot_positions: np.ndarray | None = None  # within the shard
 
 
 @dataclass
@@ -65,32 +53,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok, "mb_per_s": round(self.mb_per_s, 1)}
-
-
-def scan_file(path: Path, *, vocab_size: int | None = None, eot_id: int = 0) -> FileScan:
-    """sha256 of `path` in one read; with `vocab_size`, also its token ids and EOT positions."""
-    h = hashlib.sha256()
-    buf = bytearray(max(2, min(CHUNK_BYTES, path.stat().st_size)))
-    view = memoryview(buf)
-    size = bad = 0
-    first_bad = None
-    eots = []
-    with path.open("rb") as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            if vocab_size is not None:
-                toks = np.frombuffer(buf, dtype=TOKEN_DTYPE, count=n // TOKEN_BYTES)
-                if int(toks.max(initial=0)) >= vocab_size:
-                    where = np.flatnonzero(toks >= vocab_size)
-                    if first_bad is None:
-                        first_bad = (size // TOKEN_BYTES + int(where[0]), int(toks[where[0]]))
-                    bad += len(where)
-                eots.append(np.flatnonzero(toks == eot_id) + size // TOKEN_BYTES)
-            size += n
-    scan = FileScan(path, h.hexdigest(), size, bad, first_bad)
-    if vocab_size is not None:
-        scan.eot_positions = np.concatenate(eots) if eots else np.zeros(0, dtype=np.int64)
-    return scan
 
 
 def _examples(problems: list[str], found: list[str], what: str) -> None:
@@ -125,7 +87,8 @@ def verify(path: str | Path, *, workers: int | None = None) -> VerifyReport:
     t_hash = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {rel: pool.submit(scan_file, p, vocab_size=vocab if is_shard else None,
-                                    eot_id=eot) for rel, (p, is_shard) in jobs.items()}
+                                    eot_id=eot if is_shard else None)
+                   for rel, (p, is_shard) in jobs.items()}
         scans = {rel: f.result() for rel, f in futures.items()}
     report.hash_seconds = time.perf_counter() - t_hash
     report.files = len(scans)
@@ -163,22 +126,18 @@ def _check_split(root: Path, manifest: Manifest, dname: str, sname: str, rec: Sp
         if scan is None:
             all_shards_ok = False
             continue
-        if scan.sha256 != s.sha256:
+        found = [sha_problem(scan, s.sha256, "shard"),
+                 token_problem(scan, manifest.tokenizer.vocab_size)]
+        if found[0]:
             all_shards_ok = False
-            problems.append(f"{scan.path}: sha256 {scan.sha256} differs from the manifest's "
-                            f"{s.sha256}: the shard's bytes changed (corruption or an edit); "
-                            "re-copy the dataset or re-run prep")
-        if scan.bad_tokens:
-            pos, tid = scan.first_bad or (0, 0)
-            problems.append(f"{scan.path}: {scan.bad_tokens} token id(s) >= vocab size "
-                            f"{manifest.tokenizer.vocab_size} (first at token {pos}: {tid})")
+        problems += [x for x in found if x]
     di = rec.doc_index
     scan = scans.get(di.path)
     if scan is None:
         return None
-    if scan.sha256 != di.sha256:
-        problems.append(f"{scan.path}: sha256 {scan.sha256} differs from the manifest's "
-                        f"{di.sha256}: the document index changed; re-copy it or re-run prep")
+    found = sha_problem(scan, di.sha256, "document index")
+    if found:
+        problems.append(found)
     try:
         docs = read_doc_index(scan.path)
     except FormatError as e:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,15 @@ from shards_fixture import domain_docs, make_dataset
 
 import shards
 from shards.format import Manifest
-from train import moe
+from train import moe, report
 from train.checkpoint import load_checkpoint
+from train.config import EXPERIMENTS, TrainConfig, TrainError, build_parser, parse_args
 from train.data import EvalSet
+from train.evaluation import Evaluation, evaluate
+from train.loop import EXIT_NONFINITE
+from train.mfu import peak_flops
 from train.model import GPT, GPTConfig
+from train.schedule import lr_at, router_noise_at
 
 REPO = Path(__file__).resolve().parents[1]
 # a very small model on a 16-token context; MoE in layer 1 with 4 experts
@@ -115,18 +121,25 @@ def _shard_records(data: Path, domain: str):
 
 def test_refuses_existing_checkpoint_and_mismatches(data, other_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train(data, out, "--max-steps", "1", "--eval-every", "1") == 0
+    common = ["--max-steps", "2", "--eval-every", "1"]
+    assert train(data, out, *common, "--stop-after", "1") == 0
     capsys.readouterr()
-    assert train(data, out, "--max-steps", "2") == 2
-    assert "holds a checkpoint (ckpt.pt); pass --resume" in capsys.readouterr().err
-    assert train(other_data, out, "--max-steps", "2", "--resume") == 2
+    assert train(data, out, *common) == 2
+    assert "holds an earlier run (metrics.jsonl, ckpt.pt); pass --resume" in \
+        capsys.readouterr().err
+    assert train(other_data, out, *common, "--resume") == 2
     err = capsys.readouterr().err
-    assert "trained on a different dataset" in err and "original --data" in err
-    assert moe.main(["--data", str(data), "--out", str(out), *SMALL[:-2], "--n-experts", "2",
-                     "--moe-layers", "1", "--max-steps", "2", "--resume"]) == 2
+    assert f"trained with other options (data: '{data} (fingerprint " in err
+    assert f"'{other_data} (fingerprint " in err and "--allow-change data," in err
+    other_model = ["--data", str(data), "--out", str(out), *SMALL[:-2], "--n-experts", "2",
+                   "--moe-layers", "1", *common, "--resume"]
+    assert moe.main(other_model) == 2
+    err = capsys.readouterr().err
+    assert "trained with other options (n_experts: 4 in the checkpoint, 2 now)" in err
+    assert moe.main([*other_model, "--allow-change", "n_experts"]) == 2  # shapes cannot change
     err = capsys.readouterr().err
     assert "different model config (n_experts: 4 in the checkpoint, 2 now)" in err
-    assert train(data, out, "--max-steps", "2", "--overwrite") == 0
+    assert train(data, out, *common, "--overwrite") == 0
 
 
 def test_dense_has_no_router(data, tmp_path):
@@ -156,24 +169,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
     monkeypatch.setattr(GPT, "forward", poisoned)
     out = tmp_path / "nan"
     assert train(data, out, "--max-steps", "6", "--eval-every", "2",
-                 "--eval-max-blocks", "2") == moe.EXIT_NONFINITE
+                 "--eval-max-blocks", "2") == EXIT_NONFINITE
     assert load_checkpoint(out / "ckpt.pt")["step"] == 2
     summary = records(out, "summary")[-1]
     assert summary["stop_reason"] == "non-finite loss at step 4"
-    assert summary["exit_code"] == moe.EXIT_NONFINITE
+    assert summary["exit_code"] == EXIT_NONFINITE
     assert "non-finite loss at step 4" in records(out, "warning")[-1]["message"]
 
 
 def test_stop_on_collapse_reason_in_summary(data, tmp_path, monkeypatch):
-    real = moe.evaluate
+    real = Evaluation.record
 
-    def collapsed(*a, **k):
-        res = real(*a, **k)
+    def collapsed(self):
+        res = real(self)
         for lay in res["layers"]:
             lay.update(collapsed=True, top_expert=2, top_share=0.9)
         return res
 
-    monkeypatch.setattr(moe, "evaluate", collapsed)
+    monkeypatch.setattr(Evaluation, "record", collapsed)
     out = tmp_path / "collapse"
     assert train(data, out, "--max-steps", "10", "--eval-every", "1", "--eval-max-blocks", "2",
                  "--stop-on-collapse") == 0
@@ -195,17 +208,17 @@ def test_stop_on_collapse_reason_in_summary(data, tmp_path, monkeypatch):
 
 def test_experiments_differ_only_where_they_should(tmp_path):
     base = ["--data", "d", "--out", "o"]
-    cfgs = {e: moe.parse_args([*base, "--experiment", e]) for e in moe.EXPERIMENTS}
+    cfgs = {e: parse_args([*base, "--experiment", e]) for e in EXPERIMENTS}
     assert cfgs["dense"].overrides() == {"n_experts": 0, "top_k": 1, "lb_coef": 0.01}
     a, b = cfgs["moe-top1"].overrides(), cfgs["moe-top1-nolb"].overrides()
     assert {k for k in a if a[k] != b[k]} == {"lb_coef"} and b["lb_coef"] == 0.0
     assert cfgs["moe-top2"].overrides()["top_k"] == 2
-    with pytest.raises(moe.TrainError, match="sets --top-k 1; drop --top-k 2"):
-        moe.parse_args([*base, "--experiment", "moe-top1", "--top-k", "2"])
+    with pytest.raises(TrainError, match="sets --top-k 1; drop --top-k 2"):
+        parse_args([*base, "--experiment", "moe-top1", "--top-k", "2"])
 
 
 def test_help_explains_every_flag():
-    parser = moe.build_parser()
+    parser = build_parser()
     text = parser.format_help()
     for action in parser._actions:
         assert action.help, action.option_strings
@@ -213,25 +226,41 @@ def test_help_explains_every_flag():
                  "--lr", "--warmup", "--eval-every", "--seed", "--resume", "--compile",
                  "--device", "--n-experts", "--top-k", "--moe-layers", "--lb-coef", "--z-coef",
                  "--router-noise", "--init-from", "--domain-weights", "--block-size",
-                 "--stop-on-collapse", "--eval-max-blocks", "--experiment", "--overwrite"):
+                 "--stop-on-collapse", "--eval-max-blocks", "--experiment", "--overwrite",
+                 "--skip-verify", "--allow-change"):
         assert flag in text
     assert "more than 60% of a MoE layer" in text.replace("\n", " ").replace("  ", " ")
 
 
+def test_cli_is_derived_from_the_config_dataclasses():
+    # every field is a flag whose default is the dataclass's own (written once)
+    assert parse_args(["--data", "d", "--out", "o"]) == TrainConfig(data="d", out="o")
+    flags = {a.dest for a in build_parser()._actions} - {"help"}
+    assert flags == {f.name for f in fields(TrainConfig)}
+    cfg = parse_args(["--data", "d", "--out", "o", "--moe-layers", "2,3", "--resume",
+                      "--allow-change", "lr", "seed"])
+    assert cfg.moe_layers == [2, 3] and cfg.allow_change == ["lr", "seed"]
+    assert report.parse_args(["run"]) == report.ReportConfig(run_dir="run")
+    assert report.parse_args(["run", "--early-ckpt", "a", "--early-ckpt", "b", "--compare",
+                              "x", "y"]).early_ckpt == ["a", "b"]
+    assert {a.dest for a in report.build_parser()._actions} - {"help"} == \
+        {f.name for f in fields(report.ReportConfig)}
+
+
 def test_schedule_and_peaks():
-    cfg = moe.parse_args(["--data", "d", "--out", "o", "--max-steps", "100", "--warmup", "10",
+    cfg = parse_args(["--data", "d", "--out", "o", "--max-steps", "100", "--warmup", "10",
                           "--lr", "1e-3"])
-    assert moe.lr_at(0, cfg) == pytest.approx(1e-4)
-    assert moe.lr_at(9, cfg) == pytest.approx(1e-3)
-    assert moe.lr_at(55, cfg) == pytest.approx(0.55e-3)
-    assert moe.lr_at(100, cfg) == pytest.approx(1e-4)
-    assert moe.router_noise_at(0, cfg, 0.1) == pytest.approx(0.1)
-    assert moe.router_noise_at(10, cfg, 0.1) == pytest.approx(0.06)
-    assert moe.router_noise_at(25, cfg, 0.1) == 0.0
-    assert moe.peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert moe.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-    assert moe.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
-    assert moe.peak_flops("Tesla T4") is None
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(0.55e-3)
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+    assert router_noise_at(0, cfg, 0.1) == pytest.approx(0.1)
+    assert router_noise_at(10, cfg, 0.1) == pytest.approx(0.06)
+    assert router_noise_at(25, cfg, 0.1) == 0.0
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("Tesla T4") is None
 
 
 def test_ddp_two_processes_gloo(data, tmp_path):
@@ -255,7 +284,7 @@ def test_ddp_two_processes_gloo(data, tmp_path):
     model = GPT(cfg)
     model.load_state_dict(ck["model"])
     ev = EvalSet(shards.open(data), block_size=16, batch_size=8)
-    res = moe.evaluate(model, ev, torch.autocast("cpu", enabled=False), 1)
+    res = evaluate(model, ev, ctx=torch.autocast("cpu", enabled=False)).record()
     ddp_eval = records(out, "eval")[-1]
     assert res["loss_macro"] == pytest.approx(ddp_eval["loss_macro"], abs=1e-5)
     assert res["layers"][0]["load"] == pytest.approx(ddp_eval["layers"][0]["load"], abs=1e-9)

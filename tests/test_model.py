@@ -19,6 +19,7 @@ from train.moe_layer import (
     resolve_impl,
     router_z_loss,
 )
+from train.upcycle import upcycle
 
 CPU = torch.device("cpu")
 GMM_ON_CPU = grouped_mm_supported(CPU, torch.float32)
@@ -320,10 +321,10 @@ def test_upcycle_from_project_checkpoint(tmp_path, top_k: int) -> None:
     torch.save({"model": {"_orig_mod." + k: v for k, v in dense.state_dict().items()},
                 "model_config": asdict(dense.config), "step": 10}, path)
     cfg = tiny(n_experts=4, top_k=top_k, moe_layers=(0, 1))
-    up = GPT.from_pretrained_dense(path, cfg)
+    up = upcycle(path, cfg)
     check_upcycled(up, dense)
     assert torch.equal(up.transformer.wte.weight, dense.transformer.wte.weight)
-    again = GPT.from_pretrained_dense(path, cfg)  # seeded noise: reproducible
+    again = upcycle(path, cfg)  # seeded noise: reproducible
     assert torch.equal(again.moe_layer(0).c_fc_weight, up.moe_layer(0).c_fc_weight)
 
 
@@ -343,7 +344,7 @@ def test_upcycle_from_hf_safetensors(tmp_path) -> None:
         hf[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))
     (tmp_path / "gpt2").mkdir()
     save_file(hf, str(tmp_path / "gpt2" / "model.safetensors"))
-    up = GPT.from_pretrained_dense(tmp_path / "gpt2", tiny(n_experts=4, top_k=1))
+    up = upcycle(tmp_path / "gpt2", tiny(n_experts=4, top_k=1))
     assert up.moe_layer_ids == [1]
     check_upcycled(up, dense, vocab=50257)
     wte = up.transformer.wte.weight
@@ -351,24 +352,24 @@ def test_upcycle_from_hf_safetensors(tmp_path) -> None:
     torch.testing.assert_close(wte[50300], dense.transformer.wte.weight[:50257].mean(0))
     assert up.lm_head.weight is wte
     # the file itself works too
-    up2 = GPT.from_pretrained_dense(tmp_path / "gpt2" / "model.safetensors",
+    up2 = upcycle(tmp_path / "gpt2" / "model.safetensors",
                                     tiny(n_experts=4, top_k=1))
     assert torch.equal(up2.moe_layer(1).c_fc_weight, up.moe_layer(1).c_fc_weight)
 
 
 def test_upcycle_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
-        GPT.from_pretrained_dense(tmp_path, tiny())
+        upcycle(tmp_path, tiny())
     torch.manual_seed(0)
     moe = GPT(tiny(n_experts=4))
     torch.save({"model": moe.state_dict(), "model_config": asdict(moe.config)}, tmp_path / "m.pt")
     with pytest.raises(ValueError, match="needs a dense checkpoint"):
-        GPT.from_pretrained_dense(tmp_path / "m.pt", tiny())
+        upcycle(tmp_path / "m.pt", tiny())
     dense = dense_model()
     torch.save({"model": dense.state_dict(), "model_config": asdict(dense.config)},
                tmp_path / "d.pt")
     with pytest.raises(ValueError, match="n_embd=32 but the target config has n_embd=64"):
-        GPT.from_pretrained_dense(tmp_path / "d.pt", make_config(
+        upcycle(tmp_path / "d.pt", make_config(
             "tiny", n_layer=2, n_embd=64, n_head=2, block_size=16))
 
 

@@ -239,7 +239,17 @@ def test_cli_writes_the_whole_report(runs, tmp_path, capsys):
     assert [s["step"] for s in rep["saturation"]] == [2]
     assert all(0 <= x["overlap"] <= 1 for x in rep["saturation"][0]["layers"])
     assert rep["token_types"]["tokens"] > 0
-    assert rep["format_test"]["verdict"] in ("format", "content")
+    ft = rep["format_test"]
+    counted = [x["mean_tv"] for x in ft["shifts"] if x["content_tokens"]]
+    assert counted and ft["mean_format_shift"] == pytest.approx(np.mean(counted))
+    assert ft["mean_domain_distance"] == pytest.approx(
+        np.mean([np.mean(v) for v in ft["domain_distance"].values()]))
+    assert ft["mean_domain_distance"] > 0  # trained routers: domains do not route alike
+    verdict = ("format" if ft["mean_format_shift"] >= 0.5 * ft["mean_domain_distance"]
+               else "content")
+    assert ft["verdict"] == verdict and ft["verdict_line"].startswith(
+        f"verdict: {verdict.upper()} drives routing")
+    assert rep["data_check"]["level"] == "full" and rep["data_check"]["problems"] == []
     assert set(rep["curves"]["runs"]) == {"moe-top2", "dense"}
     assert rep["curves"]["step_matched"] and rep["curves"]["common_step"] == 4
     md = (out / "report.md").read_text()
@@ -255,6 +265,24 @@ def test_cli_dense_run_and_errors(runs, tmp_path, capsys):
                         "--no-plots"]) == 0
     md = (tmp_path / "d" / "report.md").read_text()
     assert "dense model (no MoE layers)" in md and "## Routing fractions" not in md
+    # the report checks the data like the loop: a damaged shard is refused, --skip-verify not
+    damaged = Path(shutil.copytree(data, tmp_path / "damaged"))
+    shard = damaged / "math/eval/shard_00000.bin"
+    toks = np.fromfile(shard, dtype="<u2")
+    orig = int(toks[3])
+    toks[3] = 50300
+    toks.tofile(shard)
+    capsys.readouterr()
+    assert report.main([str(dense), "--data", str(damaged), "--max-tokens", "32", "--out",
+                        str(tmp_path / "x"), "--no-plots"]) == 2
+    assert f"error: {shard}: 1 token id(s) >= vocab size 50257 (first at token offset 3: " \
+           "50300)" in capsys.readouterr().err
+    toks[3] = 1 if orig != 1 else 2
+    toks.tofile(shard)  # a wrong sha256 only a hash sees: --skip-verify does not hash
+    assert report.main([str(dense), "--data", str(damaged), "--max-tokens", "32", "--out",
+                        str(tmp_path / "y"), "--no-plots", "--skip-verify"]) == 0
+    assert json.loads((tmp_path / "y" / "report.json").read_text())["data_check"]["level"] == \
+        "sizes"
     assert report.main([str(tmp_path / "nowhere")]) == 2
     assert "no metrics here" in capsys.readouterr().err
     assert report.main([str(top2), "--max-tokens", "0"]) == 2

@@ -69,7 +69,8 @@ def test_token_ids_above_vocab_are_reported(root: Path) -> None:
     toks[3] = 60000
     toks.tofile(p)
     found = problems_of(root)
-    assert any("1 token id(s) >= vocab size 50257 (first at token 3: 60000)" in x for x in found)
+    assert any(x.startswith(f"{p}: 1 token id(s) >= vocab size 50257 (first at token offset 3: "
+                            "60000)") for x in found)
 
 
 def test_truncated_shard_is_a_problem_not_a_crash(root: Path,
@@ -96,7 +97,8 @@ def test_doc_index_hash_checked(root: Path) -> None:
     data = bytearray(p.read_bytes())
     data[-1] ^= 0xFF
     p.write_bytes(bytes(data))
-    assert any(f"{p}: sha256" in x and "document index changed" in x for x in problems_of(root))
+    assert any(f"{p}: sha256" in x and "document index's bytes changed" in x
+               for x in problems_of(root))
 
 
 def rewrite_index(root: Path, rel: str, fn) -> None:

@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         root = Path(cfg.data) if cfg.data else make_synthetic_dataset(Path(tmp), 16 << 20,
                                                                        cfg.seed)
-        ds = shards.open(root)
+        # ids checked once at open, as in training: the sampler does no per-batch check
+        ds = shards.open(root, verify="ids")
 
         rows = bench_sampler(ds, cfg)
         out.table(f"1. sampler, B={cfg.batch_size} T={cfg.block_size}, "

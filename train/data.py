@@ -16,11 +16,16 @@ same sequence of batches.
 
 Evaluation: every block of each domain's eval split, in order (windows of ``block_size + 1`` at
 stride ``block_size`` inside each shard), dealt round-robin to the DDP ranks.
+
+Token ids: a dataset opened with ``verify="ids"`` or ``"full"`` had every id checked before
+step 0. One opened with sizes only (``--skip-verify``) gets a check of every batch instead (the
+max of a few thousand uint16s): an id outside the tokenizer's vocabulary stops the run with an
+error naming the shard and the token offset, never an IndexError in the embedding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +88,35 @@ def parse_domain_weights(spec: str | None, domains: Sequence[str]) -> dict[str, 
     if total <= 0:
         raise DataError("--domain-weights: all weights are 0; at least one must be > 0")
     return {d: out[d] / total for d in domains}
+
+
+# --------------------------------------------------------------------------- token ids
+
+
+class _VocabGuard:
+    """Checks each batch's ids against the vocabulary when the open did not (see above)."""
+
+    def __init__(self, ds: Any, split: str, domains: Sequence[str], enabled: bool | None) -> None:
+        check = getattr(ds, "verification", None)
+        if enabled is None:
+            enabled = check is None or check.level == "sizes"
+        self.vocab: int | None = getattr(ds, "vocab_size", None) if enabled else None
+        self.root = getattr(ds, "root", None)
+        self.paths = ([[ds.root / s.path for s in ds.split(d, split).record.shards]
+                       for d in domains] if self.vocab is not None else [])
+
+    def check(self, buf: np.ndarray, rows: Sequence[tuple[int, int, int]]) -> None:
+        """`buf[i]` holds the window of `rows[i]` = (domain, shard, start)."""
+        if self.vocab is None or int(buf[:len(rows)].max(initial=0)) < self.vocab:
+            return
+        for i, (d, s, a) in enumerate(rows):
+            bad = np.flatnonzero(buf[i] >= self.vocab)
+            if len(bad):
+                raise DataError(
+                    f"{self.paths[d][s]}: token id {int(buf[i][bad[0]])} at token offset "
+                    f"{a + int(bad[0])} is >= the vocabulary size {self.vocab} of the dataset's "
+                    f"tokenizer: the shard is damaged (the data was opened without checking "
+                    f"token ids); run `python -m shards verify {self.root}`")
 
 
 # --------------------------------------------------------------------------- host -> device
@@ -154,7 +188,7 @@ class TrainSampler:
 
     def __init__(self, ds: Any, *, block_size: int, batch_size: int,
                  weights: dict[str, float] | None = None, seed: int = 0, rank: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", check_ids: bool | None = None) -> None:
         if block_size < 1 or batch_size < 1:
             raise DataError("block_size and batch_size must be >= 1")
         self.domains: list[str] = list(ds.domains)
@@ -186,6 +220,7 @@ class TrainSampler:
         self.rng = np.random.default_rng([seed, rank])
         self.batches = 0
         self._xfer = _Transfer(batch_size, L, torch.device(device))
+        self._guard = _VocabGuard(ds, "train", self.domains, check_ids)
 
     def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The next batch's (domain, shard, start) per row, advancing the random stream."""
@@ -210,9 +245,10 @@ class TrainSampler:
         L = self.block_size + 1
         buf = self._xfer.buffer()
         shards = self._shards
-        for i, (d, s, a) in enumerate(zip(dom.tolist(), shard.tolist(), start.tolist(),
-                                          strict=True)):
+        rows = list(zip(dom.tolist(), shard.tolist(), start.tolist(), strict=True))
+        for i, (d, s, a) in enumerate(rows):
             buf[i] = shards[d][s][a:a + L]
+        self._guard.check(buf, rows)
         x, y = self._xfer.send_xy()
         domain = torch.from_numpy(dom).to(self._xfer.device, non_blocking=True)
         return Batch(x=x, y=y, domain=domain)
@@ -240,15 +276,18 @@ class TrainSampler:
             "batch_size": self.batch_size,
         }
 
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
+    def load_state_dict(self, sd: dict[str, Any], may_differ: Collection[str] = ()) -> None:
+        """Continue the stream of `sd`; `may_differ` ("batch_size", "weights"): changes a
+        resumed run accepted (the random stream continues, drawn with the new setting)."""
         if sd.get("version") != SAMPLER_STATE_VERSION:
             raise DataError(f"sampler state version {sd.get('version')!r} is not "
                             f"{SAMPLER_STATE_VERSION}")
         for key, mine in (("domains", self.domains), ("block_size", self.block_size),
                           ("batch_size", self.batch_size), ("rank", self.rank)):
-            if sd[key] != mine:
+            if sd[key] != mine and key not in may_differ:
                 raise DataError(f"sampler state has {key}={sd[key]!r}, this run has {mine!r}")
-        if not np.allclose(sd["weights"], self.weights, rtol=0, atol=1e-12):
+        if "weights" not in may_differ and not np.allclose(sd["weights"], self.weights, rtol=0,
+                                                           atol=1e-12):
             raise DataError(f"sampler state has domain weights {sd['weights']}, this run has "
                             f"{self.weights.tolist()}")
         name = self.rng.bit_generator.state["bit_generator"]
@@ -289,7 +328,7 @@ class EvalSet:
 
     def __init__(self, ds: Any, *, block_size: int, batch_size: int, rank: int = 0,
                  world_size: int = 1, max_blocks: int | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", check_ids: bool | None = None) -> None:
         if max_blocks is not None and max_blocks < 1:
             raise DataError(f"--eval-max-blocks must be >= 1, got {max_blocks}")
         self.domains: list[str] = list(ds.domains)
@@ -312,6 +351,7 @@ class EvalSet:
             self.windows.append(w[rank::world_size])
             self._pad.append(w[:1])
         self._xfer = _Transfer(batch_size, block_size + 1, torch.device(device))
+        self._guard = _VocabGuard(ds, "eval", self.domains, check_ids)
 
     def batches(self, domain: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         """This rank's (x, y, n_valid) batches of one domain, in order; n_valid == 0 marks a
@@ -328,5 +368,7 @@ class EvalSet:
             buf = self._xfer.buffer()
             for i, (s, start) in enumerate(rows):
                 buf[i] = shards[s][start:start + L]
+            if self._guard.vocab is not None:
+                self._guard.check(buf, [(domain, int(s), int(a)) for s, a in rows])
             xy = self._xfer.send(len(rows))
             yield xy[:, :-1].contiguous(), xy[:, 1:].contiguous(), n_valid
