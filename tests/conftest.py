@@ -17,7 +17,13 @@ import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from prep_fixture import random_doc, run_prep, write_jsonl, write_recipe  # noqa: E402
+from prep_fixture import (  # noqa: E402
+    random_doc,
+    run_prep,
+    write_corpus,
+    write_jsonl,
+    write_recipe,
+)
 
 
 @pytest.fixture
@@ -45,3 +51,20 @@ def sample_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "shards_out"
     assert run_prep("--recipe", "sample", "--workers", "2", "--out", str(out)) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def corpus(request, tmp_path_factory) -> Path:
+    """Two domains of `CORPUS_FILES` (the test module's) JSONL files, written once per module."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"), {"alpha": 1, "beta": 2},
+                        files=request.module.CORPUS_FILES)
+
+
+@pytest.fixture(scope="module")
+def straight(request, corpus, tmp_path_factory) -> Path:
+    """One uninterrupted run over `corpus` with the module's `OPTS`: what every executor,
+    kill and resume must reproduce byte for byte."""
+    out = tmp_path_factory.mktemp("straight") / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), *request.module.OPTS) == 0
+    return out
+

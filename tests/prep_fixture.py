@@ -66,3 +66,9 @@ def data_files(out: Path) -> dict[str, bytes]:
     paths = [p for dom in m["domains"].values() for rec in dom["splits"].values()
              for p in [s["path"] for s in rec["shards"]] + [rec["doc_index"]["path"]]]
     return {p: (out / p).read_bytes() for p in sorted(paths)}
+
+
+def same_dataset(a: Path, b: Path) -> None:
+    """Byte-identical data files and the same manifest `domains` (checksums, counts, order)."""
+    assert data_files(a) == data_files(b)
+    assert manifest(a)["domains"] == manifest(b)["domains"]

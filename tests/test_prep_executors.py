@@ -5,31 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prep_fixture import data_files, manifest, run_prep, write_corpus
+from prep_fixture import manifest, run_prep, same_dataset, write_corpus
 
 import prep.run
 from prep.executors.local import LocalExecutor
 from prep.task import TaskJob
 from prep.workdir import WORK_PREFIX
 
+CORPUS_FILES = 3
 OPTS = ("--partition-mb", "0.15", "--interleave", "2", "--eval-fraction", "0.1")  # 6 tasks
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"), {"alpha": 1, "beta": 2}, files=3)
-
-
-@pytest.fixture(scope="module")
-def straight(corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("straight") / "out"
-    assert run_prep("--recipe", str(corpus), "--out", str(out), "--workers", "2", *OPTS) == 0
-    return out
-
-
-def same_dataset(a: Path, b: Path) -> None:
-    assert data_files(a) == data_files(b)
-    assert manifest(a)["domains"] == manifest(b)["domains"]
 
 
 def test_ray_executor_gives_the_local_executors_bytes(corpus, straight, tmp_path):

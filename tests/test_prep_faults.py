@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from prep_fixture import data_files, manifest, run_prep, write_corpus
+from prep_fixture import data_files, manifest, run_prep, same_dataset
 
 import shards
 from prep.workdir import WORK_PREFIX, OutLock
@@ -23,6 +23,7 @@ from shards import atomic
 from shards.format import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
+CORPUS_FILES = 4
 OPTS = ("--workers", "2", "--partition-mb", "0.15", "--interleave", "2")  # 8 tasks of ~95 KB
 
 
@@ -33,18 +34,6 @@ def prep_cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProc
         env["PREP_KILL_AT"] = kill_at
     return subprocess.run([sys.executable, "-m", "prep", *args, "--quiet"], env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"), {"alpha": 1, "beta": 2}, files=4)
-
-
-@pytest.fixture(scope="module")
-def straight(corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("straight") / "out"
-    assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS) == 0
-    return out
 
 
 def work_dir(out: Path) -> Path:
@@ -72,11 +61,6 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
 def finished_tasks(work: Path) -> list[str]:
     return sorted(p.name for p in (work / "tasks").iterdir()
                   if not p.name.startswith(".") and (p / "done.json").is_file())
-
-
-def same_dataset(a: Path, b: Path) -> None:
-    assert data_files(a) == data_files(b)
-    assert manifest(a)["domains"] == manifest(b)["domains"]
 
 
 @pytest.mark.parametrize("after", [1, 4, 7])  # one, half, all but one of the 8 tasks
