@@ -26,6 +26,7 @@ import prep.order
 import prep.plan
 import prep.run
 import shards
+from prep.__main__ import main as prep_main
 from shards.format import MANIFEST_NAME, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
 
@@ -505,3 +506,16 @@ def test_prep_removes_only_version_directories_it_published(tmp_path, jsonl_reci
     err = capsys.readouterr().err
     assert "manifest.json exists but cannot be read" in err and "move it away" in err
     assert (out / "data.1").is_dir()  # nothing was removed on account of an unreadable manifest
+
+
+def test_progress_lines_come_from_the_tasks_counters_when_not_a_terminal(tmp_path, capsys):
+    recipe = write_corpus(tmp_path, {"alpha": 1}, files=3)
+    assert prep_main(["--recipe", str(recipe), "--out", str(tmp_path / "out"), *PARTITION,
+                 "--min-eval-docs", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[prep] alpha: 3 partitions, budget 10 MB"
+    m = manifest(tmp_path / "out")["domains"]["alpha"]
+    first = next(x for x in lines if x.startswith("[prep] alpha: 1/3 tasks, "))
+    assert first.endswith(" tokens/s") and " docs, " in first and " MB, " in first
+    assert lines[-1].startswith(f"[prep] wrote {tmp_path / 'out'}/manifest.json (")
+    assert f"{m['splits']['train']['docs']:,}" in "\n".join(lines)  # the summary table
