@@ -25,6 +25,7 @@ from prep.readers import files
 from prep.readers.base import BadRecord, Document, Partition, Reader
 from prep.readers.files import FileInfo
 from prep.readers.jsonl import iter_json_array
+from shards import atomic
 
 MATHQA_URL = "https://math-qa.github.io/math-QA/data/MathQA.zip"
 MATHQA_MEMBER = "train.json"
@@ -68,17 +69,14 @@ class MathQAReader(Reader):
         target = target_dir / name
         if target.is_file():
             return target
-        part = target.with_name(target.name + f".part-{os.getpid()}")
-        try:
+        try:  # atomically: a killed download never leaves a partial ZIP under its name
             with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp, \
-                    open(part, "wb") as out:
+                    atomic.atomic_open(target, "wb") as out:
                 shutil.copyfileobj(resp, out, files.CHUNK)
         except (urllib.error.URLError, OSError, ValueError) as e:
-            part.unlink(missing_ok=True)
             raise self._error(
                 f"cannot download {url} ({e}); download it elsewhere and set `path` to the "
                 "local ZIP, or use `--recipe sample` (fully offline)") from e
-        os.replace(part, target)
         return target
 
     def _find_member(self, zip_path: Path) -> str:
