@@ -105,7 +105,6 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
                 outcome: Outcome) -> Manifest:
     executor = make_executor(cfg.executor, cfg.workers, cfg.ray_address)
     reused = len(done)
-    ok = False
     try:
         probe = work.root / "shared-probe"
         probe.write_text("prep\n")
@@ -131,7 +130,6 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
                                   {"tasks_done": len(done), "tasks_reused": reused}, t0)
         old = publish(work.staging, out, manifest, version,
                       on_switch=lambda: setattr(outcome, "published", str(out / MANIFEST_NAME)))
-        ok = True
     except OSError as e:
         if e.errno == errno.ENOSPC and not outcome.published:
             raise PrepError(f"disk full while writing under {out}: nothing was published ("
@@ -146,7 +144,7 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
         raise PrepError(f"{e}\n(nothing was published; finished tasks are kept in {work.root} "
                         "for --resume)") from e
     finally:
-        executor.close(abort=not ok)
+        executor.close(abort=True)  # what still runs was started ahead of need and is not needed
     remove_old(out, old)  # after the switch: the old version's files, then the work directory
     work.remove()
     return manifest

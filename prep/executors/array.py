@@ -40,13 +40,15 @@ class Slices:
 
     @classmethod
     def read(cls, work: WorkDir) -> Slices:
+        from prep.workdir import RunStateError
+
         out = cls()
         for p in sorted((work.root / SLICES_DIR).glob("*-of-*.json")):
             index, _, rest = p.stem.partition("-of-")
             if not (index.isdigit() and rest.isdigit()):
                 continue
             if out.count not in (None, int(rest)):
-                raise ValueError(f"{work.root / SLICES_DIR} holds slices of different counts "
+                raise RunStateError(f"{work.root / SLICES_DIR} holds slices of different counts "
                                  f"({out.count} and {rest}): run every slice with the same "
                                  "--num-tasks")
             out.count = int(rest)
