@@ -1,13 +1,24 @@
-"""`python -m prep.bench`: prep end to end against the tokenizer ceiling and a nanoGPT baseline.
+"""`python -m prep.bench`: prep's speed and memory, each figure a ratio against a baseline
+measured in the same run (issue 8, "Speed and memory").
 
-On one generated input (mixed code- and prose-like documents as JSONL.zst), in one run:
+Inputs (`prep.bench_inputs`): real code (the stdlib's .py files repeated, each copy distinct) as
+several JSONL.zst files, read at three sizes (a prefix of the files), and the old bench's mixed
+code/prose-like input at two. Every run is a fresh process (`prep.bench_runs`), timed from
+outside, start-up included; prep runs as ``python -m prep --workers W`` with default settings.
 
-(a) ceiling:  tiktoken `encode_ordinary` throughput of one process x min(workers, cores)
-(b) prep:     `python -m prep` end to end (read, filter, shuffle, dedup, split, tokenize, write)
-(c) baseline: nanoGPT's prepare.py way: `datasets` load + `map(num_proc=workers)` + memmap write
-
-It prints tokens/s of each, the ratios b/a and b/c, and each run's peak RSS; (b) also runs on
-half the input, to show that its peak RSS does not grow with the input (streaming).
+1. coordinator cost: the coordinator's CPU-s per million tokens, the slope between two sizes
+   (start-up cancels), against one tokenizer process's CPU-s per million tokens (the ceiling
+   run); their ratio is the number of tokenizer cores the coordinator can feed (goal >= 32);
+2. end to end: prep's tokens/s (wall, start-up included) against the ceiling: one process's
+   tiktoken `encode_ordinary` tokens/s on the same documents x min(workers, cores) (>= 0.85);
+3. peers, same input: build-nanogpt's `fineweb.py` pattern (Pool.imap, >= 1.5x its tokens/s)
+   and nanoGPT's `prepare.py` pattern (datasets map + memmap); every tool's token ids checked
+   against the ceiling's, document by document;
+4. resume: a run killed after half its tasks (PREP_KILL_AT), then `--resume`, timed alone,
+   against the full run (<= 0.6);
+5. Ray: `--executor ray` (a local instance, start-up included) against the local executor (<= 1.3);
+6. memory: peak RSS of the coordinator and of each worker at two sizes (no growth: <= 1.1x), and
+   the commit's dedup state in bytes per kept document (<= 24).
 """
 
 from __future__ import annotations
@@ -15,221 +26,254 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
-import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-import zstandard
-from rich.console import Console
-from rich.table import Table
+import numpy as np
 
-WORDS_SEED = 1234
-SHUFFLE_BUFFER = 2000
-
-
-def generate_input(path: Path, mb: float, seed: int = 0) -> int:
-    """Write ~`mb` MB of unique documents, half code (stdlib chunks), half prose-like text."""
-    rng = random.Random(seed)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    code_files = sorted(p for p in stdlib.glob("*.py") if p.stat().st_size > 2000)
-    code = [p.read_text(encoding="utf-8", errors="replace") for p in code_files[:150]]
-    wrng = random.Random(WORDS_SEED)
-    letters = "etaoinshrdlcumwfgypbvkjxqz"
-    vocab = ["".join(wrng.choice(letters) for _ in range(wrng.randint(2, 9))) for _ in range(20000)]
-    weights = [1 / (i + 1) for i in range(len(vocab))]  # Zipf-like word frequencies
-    target = int(mb * 1e6)
-    written = n = 0
-    cctx = zstandard.ZstdCompressor(level=3)
-    with open(path, "wb") as raw, cctx.stream_writer(raw) as f:
-        while written < target:
-            if n % 2 == 0:
-                src = rng.choice(code)
-                start = rng.randrange(max(1, len(src) - 6000))
-                text = f"# bench document {n}\n" + src[start:start + rng.randint(1000, 6000)]
-            else:
-                words = rng.choices(vocab, weights, k=rng.randint(200, 1200))
-                sents, i = [], 0
-                while i < len(words):
-                    k = rng.randint(6, 25)
-                    sents.append(" ".join(words[i:i + k]).capitalize() + ".")
-                    i += k
-                text = f"Document {n}. " + " ".join(sents)
-            line = json.dumps({"text": text}) + "\n"
-            f.write(line.encode("utf-8"))
-            written += len(text.encode("utf-8"))
-            n += 1
-    return n
+from prep import bench_runs
+from prep.bench_inputs import Corpus, write_code, write_mixed
+from shards.console import Out
 
 
-def _read_texts(path: Path, limit_bytes: int) -> list[str]:
-    texts, total = [], 0
-    with open(path, "rb") as raw:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw)
-        import io
-        for line in io.TextIOWrapper(reader, encoding="utf-8"):
-            t = json.loads(line)["text"]
-            texts.append(t)
-            total += len(t.encode("utf-8"))
-            if total >= limit_bytes:
-                break
-    return texts
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
-# ------------------------------------------------------------------------------ the three runs
+@dataclass
+class BenchConfig:
+    code_mb: str = _f("60,200,300", "real-code input sizes, MB of text: small (end to end, "
+                                    "memory), middle (resume, Ray), large (end to end, memory)")
+    mixed_mb: str = _f("50,100", "mixed-input sizes, MB of text (coordinator slope, end to end)")
+    file_mb: float = _f(10.0, "MB of text per input file")
+    workers: int = _f(2, "--workers of every prep run and of the peers' pools")
+    peers: str = _f("small,large,mixed", "inputs the peers run on: small, middle, large, mixed")
+    prep_args: str = _f("", "extra flags for every prep run (e.g. \"--partition-mb 8\"); "
+                            "default: prep's defaults")
+    skip: str = _f("", "comma list of parts to skip: peers, nanogpt, resume, ray, mixed")
+    work: str | None = _f(None, "scratch directory (default: a temporary directory; removed)")
+    json: str | None = _f(None, "also write every measurement and figure to this JSON file")
 
 
-def ceiling(path: Path, sample_mb: float) -> dict:
-    """One process's encode_ordinary tokens/s on (a sample of) the input."""
-    from shards.tokenizer import load_gpt2
+@dataclass
+class Run:
+    """One measured process: tokens, wall seconds (start-up included), others' load."""
 
-    enc = load_gpt2()
-    texts = _read_texts(path, int(sample_mb * 1e6))
+    label: str
+    tokens: int
+    wall: float
+    load: float  # CPU cores used by other processes of the machine during the run, on average
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.wall
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig, work: Path, out: Out) -> None:
+        self.cfg, self.work, self.out = cfg, work, out
+        self.cores = os.cpu_count() or 1
+        self.runs: dict[str, Run] = {}
+        self.ref: dict[str, tuple[int, float, list[str]]] = {}  # file -> tokens, cpu, digests
+        self.checks: list[str] = []
+
+    # ------------------------------------------------------------------ measuring
+    def measure(self, key: str, kind: str, args: list[str], env: dict[str, str] | None = None
+                ) -> tuple[int, float, dict[str, Any] | None, float]:
+        self.out.line(f"  running {key} ...")
+        b0, c0 = _busy_s(), _children_cpu_s()
+        rc, wall, info = bench_runs.run_child(kind, self.work / f"{key}.json", args, env)
+        ours = _children_cpu_s() - c0
+        load = max(0.0, (_busy_s() - b0 - ours) / wall)
+        return rc, wall, info, load
+
+    def ceiling(self, corpus: Corpus) -> None:
+        _, _, info, _ = self.measure(f"ceiling-{corpus.name}", "ceiling",
+                                     [json.dumps({"files": corpus.files})])
+        assert info is not None
+        for f in info["files"]:
+            self.ref[f["file"]] = (f["tokens"], f["cpu_s"], f["digests"])
+
+    def tokenizer_rate(self, files: list[str]) -> float:
+        """One tokenizer process's tokens per CPU-second on these files."""
+        return (sum(self.ref[f][0] for f in files) / sum(self.ref[f][1] for f in files))
+
+    def prep(self, key: str, files: list[str], *extra: str, env: dict[str, str] | None = None,
+             out_dir: Path | None = None) -> Run | None:
+        out_dir = out_dir or self.work / f"out-{key}"
+        recipe = self.work / f"{key}.toml"
+        recipe.write_text(
+            "seed = 1\nblock_size = 512\n\n[domains.data]\nsource = \"json\"\n"
+            f"data_files = {json.dumps(files)}\ntext_field = \"text\"\nmin_chars = 1\n"
+            "max_chars = 1000000000\nsize_mb = 1000000\n")
+        args = ["--recipe", str(recipe), "--out", str(out_dir), "--workers",
+                str(self.cfg.workers), "--min-eval-docs", "1", "--quiet", *self.cfg.prep_args.split(), *extra]
+        rc, wall, info, load = self.measure(key, "prep", args, env)
+        if rc != 0:
+            if env and "PREP_KILL_AT" in env and rc == -9:
+                return None
+            raise RuntimeError(f"prep run {key} failed ({rc}): {(info or {}).get('stderr')}")
+        assert info is not None
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        info["manifest_run"] = manifest["run"]
+        info["docs_kept"] = sum(d["counts"]["docs_kept"] for d in manifest["domains"].values())
+        info["shards"] = [s["sha256"] for d in manifest["domains"].values()
+                          for s_ in d["splits"].values() for s in s_["shards"]]
+        run = Run(key, manifest["run"]["tokens"], wall, load, info)
+        self._check_ids(key, files, _prep_digests(out_dir, manifest))
+        self.runs[key] = run
+        return run
+
+    def peer(self, key: str, kind: str, files: list[str]) -> Run:
+        folder = self.work / f"out-{key}"
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"files": files, "workers": self.cfg.workers, "out": str(folder)}
+        _, wall, info, load = self.measure(key, kind, [json.dumps(spec)])
+        assert info is not None
+        if kind == "fineweb":
+            tokens = np.concatenate([np.load(p) for p in bench_runs.fineweb_outputs(str(folder))])
+            digests = bench_runs.stream_digests(tokens, eot_first=True)
+        else:
+            digests = []
+            for p in bench_runs.nanogpt_outputs(str(folder)):
+                digests += bench_runs.stream_digests(np.fromfile(p, dtype=np.uint16),
+                                                     eot_first=False)
+        self._check_ids(key, files, digests)
+        run = Run(key, info["tokens"], wall, load, info)
+        self.runs[key] = run
+        _remove(folder)
+        return run
+
+    def _check_ids(self, key: str, files: list[str], digests: list[str]) -> None:
+        want = Counter(d for f in files for d in self.ref[f][2])
+        got = Counter(digests)
+        if got != want:
+            missing, extra = sum((want - got).values()), sum((got - want).values())
+            raise RuntimeError(f"{key}: token ids differ from tiktoken's: {missing} reference "
+                               f"documents not found, {extra} documents not in the reference")
+        self.checks.append(f"{key}: {sum(got.values()):,} documents, ids equal to tiktoken's")
+
+
+def _prep_digests(out_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    digests: list[str] = []
+    for d in manifest["domains"].values():
+        for split in d["splits"].values():
+            parts = [np.fromfile(out_dir / s["path"], dtype=np.uint16) for s in split["shards"]]
+            if parts:
+                digests += bench_runs.stream_digests(np.concatenate(parts), eot_first=False)
+    return digests
+
+
+def _busy_s() -> float:
+    """CPU-seconds all processes of the machine have used (from /proc/stat), all cores."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime + s.ru_utime + s.ru_stime
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_all(cfg: BenchConfig, work: Path, out: Out) -> dict[str, Any]:
+    from prep.bench_figures import figures, print_figures
+
+    skip = {s.strip() for s in cfg.skip.split(",") if s.strip()}
+    small, mid, large = (float(x) for x in cfg.code_mb.split(","))
+    mixed_sizes = [float(x) for x in cfg.mixed_mb.split(",")]
+    b = Bench(cfg, work, out)
     t0 = time.perf_counter()
-    tokens = sum(len(enc.encode_ordinary(t)) + 1 for t in texts)
-    dt = time.perf_counter() - t0
-    return {"tokens": tokens, "seconds": dt, "tokens_per_s": tokens / dt,
-            "bytes": sum(len(t.encode()) for t in texts)}
+    code = write_code(work / "code", large, cfg.file_mb)
+    out.line(f"input: real code, {sum(code.mb):.0f} MB of text in {len(code.files)} files "
+             f"({sum(os.path.getsize(f) for f in code.files) / 1e6:.0f} MB as .jsonl.zst), "
+             f"{time.perf_counter() - t0:.1f}s")
+    mixed = None
+    if "mixed" not in skip:
+        mixed = write_mixed(work / "mixed", max(mixed_sizes), cfg.file_mb)
+        out.line(f"input: mixed, {sum(mixed.mb):.0f} MB of text in {len(mixed.files)} files")
+    inputs = {"small": code.prefix(small), "middle": code.prefix(mid), "large": code.prefix(large)}
+    if mixed is not None:
+        inputs["mixed-small"] = mixed.prefix(min(mixed_sizes))
+        inputs["mixed"] = mixed.prefix(max(mixed_sizes))
+    b.ceiling(code)
+    if mixed is not None:
+        b.ceiling(mixed)
+    for name in inputs:
+        b.prep(f"prep-{name}", inputs[name])
+        _remove(work / f"out-prep-{name}")
+    if "peers" not in skip:
+        for name in (p.strip() for p in cfg.peers.split(",") if p.strip()):
+            if name in inputs:
+                b.peer(f"fineweb-{name}", "fineweb", inputs[name])
+                if "nanogpt" not in skip:
+                    b.peer(f"nanogpt-{name}", "nanogpt", inputs[name])
+    if "resume" not in skip:
+        full = b.runs["prep-middle"]
+        tasks = full.info["manifest_run"]["tasks_done"]
+        if tasks < 2:
+            raise RuntimeError(f"the resume figure needs a run of >= 2 tasks, the middle input "
+                               f"made {tasks}: raise --code-mb or lower --partition-mb")
+        folder = work / "out-resume"
+        killed = b.prep("prep-killed", inputs["middle"], out_dir=folder,
+                        env={**os.environ, "PREP_KILL_AT": f"after-task:{tasks // 2}"})
+        if killed is not None:
+            raise RuntimeError("the run meant to be killed half way finished")
+        resumed = b.prep("prep-resumed", inputs["middle"], "--resume", out_dir=folder)
+        assert resumed is not None
+        resumed.info["killed_after_tasks"] = tasks // 2
+        resumed.info["identical_to_full"] = resumed.info["shards"] == full.info["shards"]
+        _remove(folder)
+    if "ray" not in skip:
+        b.prep("prep-ray", inputs["middle"], "--executor", "ray")
+        _remove(work / "out-prep-ray")
+    sizes = {k: sum(b.ref[f][0] for f in v) for k, v in inputs.items()}
+    result = figures(b, inputs, sizes, {"code": code, "mixed": mixed}, time.perf_counter() - t0)
+    print_figures(out, result)
+    return result
 
 
-def baseline(path: Path, workers: int, out: Path) -> dict:
-    """nanoGPT's data/openwebtext/prepare.py, on this input."""
-    import numpy as np
-    from datasets import disable_progress_bars, load_dataset
-
-    from shards.tokenizer import load_gpt2
-
-    disable_progress_bars()
-    enc = load_gpt2()
-    t0 = time.perf_counter()
-    ds = load_dataset("json", data_files=str(path), split="train",
-                      cache_dir=str(out / "hf_cache"))
-    split = ds.train_test_split(test_size=0.05, seed=2357, shuffle=True)
-
-    def process(example):
-        ids = enc.encode_ordinary(example["text"])
-        ids.append(enc.eot_token)
-        return {"ids": ids, "len": len(ids)}
-
-    tokens = 0
-    for name, dset in split.items():
-        tok = dset.map(process, remove_columns=["text"], num_proc=workers)
-        arr_len = int(np.sum(tok["len"], dtype=np.uint64))
-        arr = np.memmap(out / f"{name}.bin", dtype=np.uint16, mode="w+", shape=(arr_len,))
-        idx = 0
-        n_batches = min(1024, len(tok))
-        for b in range(n_batches):
-            batch = tok.shard(num_shards=n_batches, index=b, contiguous=True).with_format("numpy")
-            chunk = np.concatenate(batch["ids"])
-            arr[idx:idx + len(chunk)] = chunk
-            idx += len(chunk)
-        arr.flush()
-        tokens += arr_len
-    dt = time.perf_counter() - t0
-    return {"tokens": tokens, "seconds": dt, "tokens_per_s": tokens / dt}
-
-
-def prep_run(path: Path, workers: int, out: Path, size_mb: float) -> dict:
-    recipe = out / "bench.toml"
-    recipe.write_text(
-        "seed = 1\nblock_size = 512\n\n[domains.mixed]\nsource = \"json\"\n"
-        f"data_files = [{json.dumps(str(path))}]\nmin_chars = 1\nmax_chars = 100000\n"
-        f"size_mb = {size_mb}\n"
-    )
-    dest = out / f"prep_{size_mb:g}"
-    t0 = time.perf_counter()
-    # A fixed shuffle buffer (the default's value at 10 MB): the default grows with size_mb, and
-    # a buffer holding the whole input would hide whether the rest of prep streams.
-    r = _measured([sys.executable, "-m", "prep", "--recipe", str(recipe), "--out", str(dest),
-                   "--workers", str(workers), "--shuffle-buffer", str(SHUFFLE_BUFFER),
-                   "--quiet", "--overwrite"])
-    dt = time.perf_counter() - t0
-    m = json.loads((dest / "manifest.json").read_text())
-    tokens = m["run"]["tokens"]
-    return {"tokens": tokens, "seconds": dt, "tokens_per_s": tokens / dt, **r}
-
-
-def _measured(cmd: list[str]) -> dict:
-    """Run `cmd`; return the peak RSS of its largest process (parent or worker)."""
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark step failed: {' '.join(cmd)}")
-    return {"peak_rss_mb": usage.ru_maxrss / 1024}
-
-
-def _child(kind: str, args: argparse.Namespace) -> None:
-    """Run one measurement in this (fresh) process and print its result as JSON."""
-    path, out = Path(args.input), Path(args.work)
-    res = ceiling(path, args.ceiling_mb) if kind == "ceiling" else baseline(path, args.workers, out)
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if kind == "baseline":
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        res["peak_rss_mb"] = max(res["peak_rss_mb"], kids)
-    print(json.dumps(res))
-
-
-def _in_child(kind: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", "prep.bench", "--_child", kind, "--input", args.input,
-           "--work", args.work, "--workers", str(args.workers),
-           "--ceiling-mb", str(args.ceiling_mb)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m prep.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(BenchConfig):
+        kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], str)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                       help=f"{f.metadata['help']} (default: {f.default})")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prep.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mb", type=float, default=100, help="size of the generated input, MB of text")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for (b) and (c)")
-    p.add_argument("--ceiling-mb", type=float, default=20,
-                   help="MB of the input the single-process ceiling (a) is timed on")
-    p.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
-    p.add_argument("--input", default=None, help="reuse this generated .jsonl.zst input")
-    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args._child:
-        _child(args._child, args)
-        return 0
-    console = Console()
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        args.work = tmp
-        work = Path(tmp)
-        if args.input is None:
-            args.input = str(work / "input.jsonl.zst")
-            t0 = time.perf_counter()
-            n = generate_input(Path(args.input), args.mb)
-            console.print(f"generated {n:,} documents, {args.mb:g} MB of text "
-                          f"({Path(args.input).stat().st_size / 1e6:.1f} MB compressed) in "
-                          f"{time.perf_counter() - t0:.1f}s")
-        cores = os.cpu_count() or 1
-        par = min(args.workers, cores)
-        a = _in_child("ceiling", args)
-        a["tokens_per_s"] *= par
-        b_half = prep_run(Path(args.input), args.workers, work, args.mb / 2)
-        b = prep_run(Path(args.input), args.workers, work, args.mb * 1.01)
-        c = _in_child("baseline", args)
-    t = Table(title=f"prep.bench: {args.mb:g} MB mixed code/prose, {args.workers} workers, "
-                    f"{cores} cores")
-    for col in ("run", "tokens", "seconds", "tokens/s", "peak RSS MB"):
-        t.add_column(col, justify="left" if col == "run" else "right")
-    t.add_row(f"(a) ceiling: encode_ordinary x {par}", "-", "-", f"{a['tokens_per_s']:,.0f}",
-              f"{a['peak_rss_mb']:.0f}")
-    for label, r in ((f"(b) prep, {args.mb / 2:g} MB", b_half), (f"(b) prep, {args.mb:g} MB", b),
-                     ("(c) nanoGPT datasets.map baseline", c)):
-        t.add_row(label, f"{r['tokens']:,}", f"{r['seconds']:.1f}", f"{r['tokens_per_s']:,.0f}",
-                  f"{r['peak_rss_mb']:.0f}")
-    console.print(t)
-    console.print(f"b/a = {b['tokens_per_s'] / a['tokens_per_s']:.2f}  (goal >= 0.85)   "
-                  f"b/c = {b['tokens_per_s'] / c['tokens_per_s']:.2f}  (goal >= 1.3)   "
-                  f"prep peak RSS {b_half['peak_rss_mb']:.0f} MB at {args.mb / 2:g} MB input vs "
-                  f"{b['peak_rss_mb']:.0f} MB at {args.mb:g} MB")
+    cfg = BenchConfig(**vars(build_parser().parse_args(argv)))
+    out = Out()
+    if cfg.work:
+        Path(cfg.work).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cfg.work, prefix="prep-bench-") as tmp:
+        result = run_all(cfg, Path(tmp), out)
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps({"config": asdict(cfg), **result}, indent=1) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""The measured runs of `python -m prep.bench`, each in a fresh process: ``python -m
+prep.bench_runs KIND RESULT.json ARGS...`` writes its measurements to RESULT.json.
+
+- ``prep``: ``python -m prep ARGS`` run in this process (``prep.__main__.main``, as ``python -m
+  prep`` does), measured from inside: the coordinator's own CPU time and peak RSS
+  (``RUSAGE_SELF`` at exit, after publishing), the workers' (``RUSAGE_CHILDREN``: the local pool's
+  workers are its children, reaped at shutdown; its ``ru_maxrss`` is the largest worker's peak),
+  each worker's peak RSS (``VmHWM`` of each worker PID, polled every 20 ms: the kernel's own
+  high-water mark, checked against ``RUSAGE_CHILDREN``), the commit's dedup state
+  (``KeySet.nbytes`` and keys, and the leakage check's transient peak under tracemalloc), and the
+  executor's start-up and shutdown times.
+- ``ceiling``: one process, tiktoken ``encode_ordinary`` of every document of the given corpus
+  files, timed per file (CPU and wall); also the reference: a digest of each document's ids.
+- ``fineweb``: build-nanogpt's ``fineweb.py`` pattern: ``datasets.load_dataset`` of the files,
+  ``multiprocessing.Pool(workers).imap(tokenize, dataset, chunksize=16)`` with EOT before each
+  document, ids checked to fit uint16, written into preallocated shards saved with ``np.save``.
+- ``nanogpt``: nanoGPT ``data/openwebtext/prepare.py``'s pattern: ``load_dataset(num_proc)``,
+  ``train_test_split(test_size=0.0005, seed=2357)``, ``map(num_proc=workers)`` of
+  ``encode_ordinary`` + EOT, then per split a ``np.memmap`` filled in 1024 contiguous batches.
+
+The peers follow their scripts' structure (read, not copied); their outputs are checked by
+:func:`stream_digests` against the ceiling's reference ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import resource
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EOT = 50256
+POLL_S = 0.1
+NANOGPT_TEST_SIZE = 0.0005
+NANOGPT_SEED = 2357
+NANOGPT_BATCHES = 1024
+FINEWEB_SHARD = int(1e8)
+FINEWEB_CHUNKSIZE = 16
+
+
+def digest(ids: np.ndarray) -> str:
+    """The reference digest of one document's ids (uint16, EOT excluded)."""
+    return hashlib.blake2b(np.ascontiguousarray(ids, dtype=np.uint16).tobytes(),
+                           digest_size=12).hexdigest()
+
+
+def stream_digests(tokens: np.ndarray, *, eot_first: bool) -> list[str]:
+    """Digests of the documents of a token stream that has EOT before (or after) each one."""
+    ends = np.flatnonzero(tokens == EOT)
+    out, prev = [], 0
+    if eot_first:
+        starts = ends + 1
+        bounds = list(zip(starts, [*ends[1:], len(tokens)], strict=True))
+    else:
+        bounds = []
+        for e in ends:
+            bounds.append((prev, e))
+            prev = e + 1
+    for a, b in bounds:
+        out.append(digest(tokens[a:b]))
+    return out
+
+
+def _rss_mb() -> float:
+    """This process's peak RSS: VmHWM (per address space). Not ru_maxrss: after exec it starts
+    from the RSS of the process that forked it (here the bench, with its references loaded)."""
+    return _status(os.getpid())["VmHWM"] / 1024
+
+
+def _status(pid: int) -> dict[str, int]:
+    """VmHWM and RssAnon of a process, in kB (empty if it is gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmHWM:", "RssAnon:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0])
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------- ceiling
+
+
+def ceiling(files: list[str]) -> dict[str, Any]:
+    from prep.bench_inputs import read_texts
+    from shards.tokenizer import load_gpt2
+
+    enc = load_gpt2()
+    per_file = []
+    for path in files:
+        texts = list(read_texts([path]))
+        tokens = 0
+        ids_all = []
+        c0, w0 = time.process_time(), time.perf_counter()
+        for t in texts:
+            ids = enc.encode_ordinary(t)
+            tokens += len(ids) + 1
+            ids_all.append(ids)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        per_file.append({"file": path, "docs": len(texts), "tokens": tokens, "cpu_s": cpu,
+                         "wall_s": wall, "bytes": sum(len(t.encode()) for t in texts),
+                         "digests": [digest(np.array(i, dtype=np.uint16)) for i in ids_all]})
+    return {"files": per_file, "peak_rss_mb": _rss_mb()}
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def fineweb(files: list[str], workers: int, out: str) -> dict[str, Any]:
+    import multiprocessing as mp
+
+    from datasets import disable_progress_bars, load_dataset
+
+    disable_progress_bars()
+    t0 = time.perf_counter()
+    ds = load_dataset("json", data_files=files, split="train", cache_dir=f"{out}/hf_cache")
+    _fineweb_encoding()  # loaded before the pool forks, as the script's module-level `enc`
+    shard = np.empty((FINEWEB_SHARD,), dtype=np.uint16)
+    count = index = tokens_total = 0
+    with mp.get_context("fork").Pool(workers) as pool:
+        for tokens in pool.imap(_fineweb_tokenize, ds, chunksize=FINEWEB_CHUNKSIZE):
+            tokens_total += len(tokens)
+            if count + len(tokens) < FINEWEB_SHARD:
+                shard[count:count + len(tokens)] = tokens
+                count += len(tokens)
+            else:
+                room = FINEWEB_SHARD - count
+                shard[count:] = tokens[:room]
+                np.save(_fineweb_name(out, index), shard)
+                index += 1
+                shard[:len(tokens) - room] = tokens[room:]
+                count = len(tokens) - room
+    if count:
+        np.save(_fineweb_name(out, index), shard[:count])
+    seconds = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"tokens": tokens_total, "seconds": seconds, "peak_rss_mb": max(_rss_mb(), kids)}
+
+
+@functools.lru_cache(maxsize=1)
+def _fineweb_encoding() -> Any:
+    from shards.tokenizer import load_gpt2
+
+    return load_gpt2()  # tiktoken.get_encoding("gpt2") needs the network: the same ranks
+
+
+def _fineweb_tokenize(doc: dict[str, Any]) -> np.ndarray:
+    arr = np.array([EOT, *_fineweb_encoding().encode_ordinary(doc["text"])])
+    assert (arr >= 0).all() and (arr < 2**16).all(), "token ids do not fit uint16"
+    return arr.astype(np.uint16)
+
+
+def _fineweb_name(out: str, index: int) -> str:
+    return os.path.join(out, f"fineweb_{'val' if index == 0 else 'train'}_{index:06d}")
+
+
+def fineweb_outputs(out: str) -> list[str]:
+    """The shards in the order written (by index: the first one is named val, the rest train)."""
+    return sorted((str(p) for p in Path(out).glob("fineweb_*.npy")),
+                  key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0]))
+
+
+def nanogpt(files: list[str], workers: int, out: str) -> dict[str, Any]:
+    from datasets import disable_progress_bars, load_dataset
+
+    from shards.tokenizer import load_gpt2
+
+    disable_progress_bars()
+    t0 = time.perf_counter()
+    dataset = load_dataset("json", data_files=files, num_proc=workers,
+                           cache_dir=f"{out}/hf_cache")
+    split = dataset["train"].train_test_split(test_size=NANOGPT_TEST_SIZE, seed=NANOGPT_SEED,
+                                              shuffle=True)
+    split["val"] = split.pop("test")
+    enc = load_gpt2()
+
+    def process(example: dict[str, Any]) -> dict[str, Any]:
+        ids = enc.encode_ordinary(example["text"])
+        ids.append(EOT)
+        return {"ids": ids, "len": len(ids)}
+
+    tokenized = split.map(process, remove_columns=["text"], num_proc=workers)
+    total = 0
+    for name, dset in tokenized.items():
+        arr_len = int(np.sum(dset["len"], dtype=np.uint64))
+        arr = np.memmap(os.path.join(out, f"{name}.bin"), dtype=np.uint16, mode="w+",
+                        shape=(arr_len,))
+        idx = 0
+        for b in range(NANOGPT_BATCHES):
+            try:
+                batch = dset.shard(num_shards=NANOGPT_BATCHES, index=b,
+                                   contiguous=True).with_format("numpy")
+            except IndexError:
+                break
+            if not len(batch):  # fewer rows than batches (the tiny val split)
+                continue
+            chunk = np.concatenate(batch["ids"])
+            arr[idx:idx + len(chunk)] = chunk
+            idx += len(chunk)
+        arr.flush()
+        total += arr_len
+    seconds = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"tokens": total, "seconds": seconds, "peak_rss_mb": max(_rss_mb(), kids)}
+
+
+def nanogpt_outputs(out: str) -> list[str]:
+    return [os.path.join(out, f"{n}.bin") for n in ("train", "val")]
+
+
+# --------------------------------------------------------------------------- prep
+
+
+class _Sampler(threading.Thread):
+    """Polls VmHWM/RssAnon of the coordinator and of the executor's worker PIDs."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.executor: Any = None
+        self.hwm: dict[int, int] = {}  # pid -> VmHWM kB (last read: it only grows)
+        self.anon: dict[int, int] = {}  # pid -> max RssAnon kB seen
+        self.stop = threading.Event()
+        self.cpu_s = 0.0  # this thread's own CPU time (not the coordinator's)
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self.stop.wait(POLL_S):
+            pids = [me]
+            try:
+                pids += list(self.executor.worker_pids()) if self.executor else []
+            except RuntimeError:  # the pool's dict changed while read: next time
+                pass
+            for pid in pids:
+                st = _status(pid)
+                if st:
+                    self.hwm[pid] = max(self.hwm.get(pid, 0), st.get("VmHWM", 0))
+                    self.anon[pid] = max(self.anon.get(pid, 0), st.get("RssAnon", 0))
+        self.cpu_s = time.thread_time()
+
+
+def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
+    """Run ``python -m prep argv`` here, measured (see the module docstring)."""
+    os.environ.setdefault("USE_TORCH", "0")  # as prep/__main__.py does before its imports
+    import prep.run as run_mod
+    from prep.__main__ import main
+
+    info: dict[str, Any] = {}
+    sampler = _Sampler()
+    make = run_mod.make_executor
+    committer = run_mod.Committer
+
+    def make_executor(*args: Any) -> Any:
+        t = time.perf_counter()
+        ex = make(*args)
+        info["executor_start_s"] = time.perf_counter() - t
+        sampler.executor = ex
+        close = ex.close
+
+        def timed_close(*, abort: bool) -> None:
+            t = time.perf_counter()
+            close(abort=abort)
+            info["executor_close_s"] = time.perf_counter() - t
+
+        ex.close = timed_close
+        return ex
+
+    class MeasuredCommitter(committer):  # type: ignore[misc, valid-type]
+        def all_unique(self) -> bool:
+            info["dedup_bytes"] = self.earlier.nbytes
+            info["dedup_keys"] = len(self.earlier)
+            tracemalloc.start()
+            ok = super().all_unique()
+            info["leakage_check_peak_bytes"] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            return ok
+
+    run_mod.make_executor = make_executor
+    run_mod.Committer = MeasuredCommitter
+    sampler.start()
+    t0 = time.perf_counter()
+    rc = main(argv)
+    info["main_s"] = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    me = os.getpid()
+    self_ru = resource.getrusage(resource.RUSAGE_SELF)
+    kids_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    info.update(
+        coordinator_cpu_s=self_ru.ru_utime + self_ru.ru_stime - sampler.cpu_s,
+        sampler_cpu_s=sampler.cpu_s,
+        coordinator_peak_rss_mb=_rss_mb(),
+        workers_cpu_s=kids_ru.ru_utime + kids_ru.ru_stime,
+        workers_max_peak_rss_mb=kids_ru.ru_maxrss / 1024,
+        worker_peak_rss_mb={str(p): kb / 1024 for p, kb in sampler.hwm.items() if p != me},
+        worker_peak_anon_mb={str(p): kb / 1024 for p, kb in sampler.anon.items() if p != me},
+        coordinator_peak_anon_mb=sampler.anon.get(me, 0) / 1024)
+    return rc, info
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    kind, result, rest = args[0], args[1], args[2:]
+    if kind == "prep":
+        rc, info = prep(rest)
+    else:
+        spec = json.loads(rest[0])
+        fn = {"ceiling": ceiling, "fineweb": fineweb, "nanogpt": nanogpt}[kind]
+        rc, info = 0, fn(**spec)
+    Path(result).write_text(json.dumps(info))
+    return rc
+
+
+def run_child(kind: str, result: Path, args: Iterable[str], env: dict[str, str] | None = None
+              ) -> tuple[int, float, dict[str, Any] | None]:
+    """Run one measured child; (exit status, wall seconds including start-up, its result)."""
+    import subprocess
+
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "prep.bench_runs", kind, str(result), *args]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=False)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0 and proc.returncode != -9 and kind != "prep":
+        raise RuntimeError(f"{kind} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    data = json.loads(result.read_text()) if result.exists() else None
+    if data is not None:
+        data["stderr"] = proc.stderr[-2000:]
+    return proc.returncode, wall, data
+
+
+if __name__ == "__main__":
+    sys.exit(main())
