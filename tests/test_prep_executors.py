@@ -89,3 +89,28 @@ def test_task_files_not_visible_to_the_coordinator_fail_clearly(corpus, tmp_path
     assert "finished on host" in err and "but its files are not visible here" in err
     assert "must be on storage every node sees" in err
     assert list((tmp_path / "node-local").glob("*/done.json"))
+
+
+def test_forked_workers_inherit_the_coordinators_tokenizer(corpus, straight, tmp_path,
+                                                          monkeypatch):
+    """The plan loads the tokenizer in the coordinator; the local pool's workers, forked after,
+    never load it again (each load is ~0.1 s of a worker's start), and the bytes are the same."""
+    import os
+
+    import prep.task
+
+    loads = tmp_path / "loads"
+    real = prep.task.load_gpt2
+
+    def counted(path):
+        with open(loads, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(path)
+
+    prep.task.encoding.cache_clear()
+    monkeypatch.setattr(prep.task, "load_gpt2", counted)
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), "--workers", "2", *OPTS) == 0
+    prep.task.encoding.cache_clear()
+    assert loads.read_text().split() == [str(os.getpid())]  # once, here; no worker loaded it
+    same_dataset(out, straight)
