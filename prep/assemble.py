@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from shards.writer import index_line
 WRITE_CHUNK = 1 << 20  # tokens gathered per write
 INDEX_ZSTD_LEVEL = 3
 TASK_CACHE = 32  # task part files kept open per job
+ROWS_PER_READ = 4096  # layout rows turned into Python ints at a time
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,15 @@ class _Tasks:
             p = parts_mod.TaskParts(self.dir / self.ids[slot])
             self._open[slot] = p
             if len(self._open) > TASK_CACHE:
-                self._open.popitem(last=False)
+                self._open.popitem(last=False)[1].close()
         else:
             self._open.move_to_end(slot)
         return p
+
+    def close(self) -> None:
+        for p in self._open.values():
+            p.close()
+        self._open.clear()
 
 
 def _layout(path: str) -> np.ndarray:
@@ -82,41 +89,50 @@ def _layout(path: str) -> np.ndarray:
     return np.memmap(path, dtype=LAYOUT_DTYPE, mode="r")
 
 
+def _rows(path: str, first: int) -> Iterator[tuple[int, int, int]]:
+    """(slot, doc, tokens) of the layout's rows from `first` on, read a block at a time."""
+    rows = _layout(path)
+    for a in range(first, len(rows), ROWS_PER_READ):
+        block = rows[a:a + ROWS_PER_READ]
+        yield from zip(block["slot"].tolist(), block["doc"].tolist(), block["tokens"].tolist(),
+                       strict=True)
+
+
 def write_shard(job: ShardJob) -> FileResult:
-    rows = _layout(job.layout)
+    """Gather the shard's tokens from the part files (pread straight into the write buffer)."""
     tasks = _Tasks(job.tasks_dir, job.tasks)
     h = hashlib.sha256()
-    buf = np.empty(min(job.tokens, WRITE_CHUNK) or 1, dtype="<u2")
+    buf = memoryview(bytearray(min(job.tokens, WRITE_CHUNK) * TOKEN_BYTES or 1))
+    cap = len(buf) // TOKEN_BYTES
     filled = written = 0
     skip = job.first_offset
-    i = job.first_doc
-    with open(job.out, "wb") as f:
-        while written + filled < job.tokens:
-            r = rows[i]
-            t = tasks[int(r["slot"])]
-            start = int(t.starts[int(r["doc"])]) + skip
-            n = min(int(r["tokens"]) - skip, job.tokens - written - filled)
-            src = t.tokens[start:start + n]
-            while len(src):
-                take = min(len(src), len(buf) - filled)
-                buf[filled:filled + take] = src[:take]
-                filled += take
-                src = src[take:]
-                if filled == len(buf):
-                    view = memoryview(buf).cast("B")
-                    f.write(view)
-                    h.update(view)
-                    written += filled
-                    filled = 0
-            skip = 0
-            i += 1
-        if filled:
-            view = memoryview(buf[:filled]).cast("B")
-            f.write(view)
-            h.update(view)
-            written += filled
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(job.out, "wb") as f:
+            for slot, doc, n_doc in _rows(job.layout, job.first_doc):
+                left = job.tokens - written - filled
+                if left <= 0:
+                    break
+                t = tasks[slot]
+                start = int(t.starts[doc]) + skip
+                n = min(n_doc - skip, left)
+                skip = 0
+                while n:
+                    take = min(n, cap - filled)
+                    t.read_tokens(buf[filled * TOKEN_BYTES:(filled + take) * TOKEN_BYTES], start)
+                    filled, start, n = filled + take, start + take, n - take
+                    if filled == cap:
+                        f.write(buf)
+                        h.update(buf)
+                        written, filled = written + filled, 0
+            if filled:
+                view = buf[:filled * TOKEN_BYTES]
+                f.write(view)
+                h.update(view)
+                written += filled
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        tasks.close()
     return FileResult(job.out, written * TOKEN_BYTES, h.hexdigest(), tokens=written)
 
 
