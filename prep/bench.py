@@ -40,6 +40,8 @@ from prep import bench_runs
 from prep.bench_inputs import Corpus, write_code, write_mixed
 from shards.console import Out
 
+QUIET_CORES = 0.25
+
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -53,6 +55,10 @@ class BenchConfig:
     file_mb: float = _f(10.0, "MB of text per input file")
     workers: int = _f(2, "--workers of every prep run and of the peers' pools")
     peers: str = _f("small,large,mixed", "inputs the peers run on: small, middle, large, mixed")
+    sample_mb: float = _f(5.0, "MB of each timed run's input that one tokenizer process encodes "
+                               "right before and right after the run: the run's ceiling")
+    quiet_wait: float = _f(30.0, "seconds to wait before each timed run for the machine's "
+                                 "other processes to use < 0.25 cores (the load is reported)")
     prep_args: str = _f("", "extra flags for every prep run (e.g. \"--partition-mb 8\"); "
                             "default: prep's defaults")
     skip: str = _f("", "comma list of parts to skip: peers, nanogpt, resume, ray, mixed")
@@ -69,6 +75,7 @@ class Run:
     wall: float
     load: float  # CPU cores used by other processes of the machine during the run, on average
     info: dict[str, Any] = field(default_factory=dict)
+    ceiling: float = 0.0  # one tokenizer process's tokens per CPU-s just before and after
 
     @property
     def rate(self) -> float:
@@ -82,16 +89,54 @@ class Bench:
         self.runs: dict[str, Run] = {}
         self.ref: dict[str, tuple[int, float, list[str]]] = {}  # file -> tokens, cpu, digests
         self.checks: list[str] = []
+        self.context: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ measuring
     def measure(self, key: str, kind: str, args: list[str], env: dict[str, str] | None = None
                 ) -> tuple[int, float, dict[str, Any] | None, float]:
+        """Run one child after waiting for a quiet machine; (rc, wall, info, others' load)."""
         self.out.line(f"  running {key} ...")
+        self._wait_quiet()
         b0, c0 = _busy_s(), _children_cpu_s()
         rc, wall, info = bench_runs.run_child(kind, self.work / f"{key}.json", args, env)
         ours = _children_cpu_s() - c0
         load = max(0.0, (_busy_s() - b0 - ours) / wall)
         return rc, wall, info, load
+
+    def bracketed(self, key: str, kind: str, args: list[str], files: list[str],
+                  env: dict[str, str] | None = None
+                  ) -> tuple[int, float, dict[str, Any] | None, float, float]:
+        """`measure`, with one tokenizer process's rate on the input measured just before and
+        just after (the host's speed drifts by +-10% over minutes): (..., ceiling)."""
+        rates = [self.sample_rate(files)]
+        rc, wall, info, load = self.measure(key, kind, args, env)
+        rates.append(self.sample_rate(files))
+        return rc, wall, info, load, sum(rates) / 2
+
+    def sample_rate(self, files: list[str], key: str = "sample") -> float:
+        spec = {"files": files, "max_mb": self.cfg.sample_mb, "digests": False}
+        _, _, info = bench_runs.run_child("ceiling", self.work / f"{key}.json",
+                                          [json.dumps(spec)])
+        assert info is not None
+        return info["tokens_per_cpu_s"]
+
+    def concurrency(self, files: list[str]) -> dict[str, float]:
+        """One tokenizer process alone, then two at once: how far 2 cores are from 2x one."""
+        import concurrent.futures as cf
+
+        self._wait_quiet()
+        one = self.sample_rate(files)
+        with cf.ThreadPoolExecutor(2) as pool:
+            two = list(pool.map(lambda k: self.sample_rate(files, f"sample{k}"), range(2)))
+        return {"one": one, "two_each": sum(two) / 2}
+
+    def _wait_quiet(self) -> None:
+        t = time.perf_counter()
+        while time.perf_counter() - t < self.cfg.quiet_wait:
+            b0, c0 = _busy_s(), _children_cpu_s()
+            time.sleep(1.0)
+            if _busy_s() - b0 - (_children_cpu_s() - c0) < QUIET_CORES:
+                return
 
     def ceiling(self, corpus: Corpus) -> None:
         _, _, info, _ = self.measure(f"ceiling-{corpus.name}", "ceiling",
@@ -114,7 +159,7 @@ class Bench:
             "max_chars = 1000000000\nsize_mb = 1000000\n")
         args = ["--recipe", str(recipe), "--out", str(out_dir), "--workers",
                 str(self.cfg.workers), "--min-eval-docs", "1", "--quiet", *self.cfg.prep_args.split(), *extra]
-        rc, wall, info, load = self.measure(key, "prep", args, env)
+        rc, wall, info, load, ceiling = self.bracketed(key, "prep", args, files, env)
         if rc != 0:
             if env and "PREP_KILL_AT" in env and rc == -9:
                 return None
@@ -125,7 +170,7 @@ class Bench:
         info["docs_kept"] = sum(d["counts"]["docs_kept"] for d in manifest["domains"].values())
         info["shards"] = [s["sha256"] for d in manifest["domains"].values()
                           for s_ in d["splits"].values() for s in s_["shards"]]
-        run = Run(key, manifest["run"]["tokens"], wall, load, info)
+        run = Run(key, manifest["run"]["tokens"], wall, load, info, ceiling)
         self._check_ids(key, files, _prep_digests(out_dir, manifest))
         self.runs[key] = run
         return run
@@ -134,7 +179,7 @@ class Bench:
         folder = self.work / f"out-{key}"
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"files": files, "workers": self.cfg.workers, "out": str(folder)}
-        _, wall, info, load = self.measure(key, kind, [json.dumps(spec)])
+        _, wall, info, load, ceiling = self.bracketed(key, kind, [json.dumps(spec)], files)
         assert info is not None
         if kind == "fineweb":
             tokens = np.concatenate([np.load(p) for p in bench_runs.fineweb_outputs(str(folder))])
@@ -145,7 +190,7 @@ class Bench:
                 digests += bench_runs.stream_digests(np.fromfile(p, dtype=np.uint16),
                                                      eot_first=False)
         self._check_ids(key, files, digests)
-        run = Run(key, info["tokens"], wall, load, info)
+        run = Run(key, info["tokens"], wall, load, info, ceiling)
         self.runs[key] = run
         _remove(folder)
         return run
@@ -219,6 +264,7 @@ def run_all(cfg: BenchConfig, work: Path, out: Out) -> dict[str, Any]:
     b.ceiling(code)
     if mixed is not None:
         b.ceiling(mixed)
+    b.context["concurrency"] = b.concurrency(code.files[:1])
     for name in inputs:
         b.prep(f"prep-{name}", inputs[name])
         _remove(work / f"out-prep-{name}")

@@ -76,7 +76,7 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
         r = runs.get(f"prep-{k}")
         if r is None:
             continue
-        ceiling = b.tokenizer_rate(inputs[k]) * par
+        ceiling = r.ceiling * par
         ratio = r.rate / ceiling
         goal = k in E2E_GOAL_INPUTS
         row("end to end / tokenizer ceiling", name(k),
@@ -92,11 +92,10 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
             if r is None or p is None:
                 continue
             ratio = r.rate / p.rate
-            ceiling = b.tokenizer_rate(inputs[k]) * par
             goal = peer == "fineweb"
             row(f"prep / {label}", name(k),
-                f"{label} {p.rate / 1e6:.2f} M tok/s in {p.wall:.1f} s "
-                f"({p.rate / ceiling:.2f} of the ceiling; prep {r.rate / ceiling:.2f}), peak RSS "
+                f"{label} {p.rate / 1e6:.2f} M tok/s in {p.wall:.1f} s ({p.rate / p.ceiling / par:.2f} "
+                f"of the ceiling; prep {r.rate / r.ceiling / par:.2f}), peak RSS "
                 f"{p.info['peak_rss_mb']:.0f} MB", ratio,
                 f">= {FINEWEB_GOAL}" if goal else "-", ratio >= FINEWEB_GOAL if goal else None,
                 r, p)
@@ -146,6 +145,7 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
                 f"kept) = {per:.1f} (2 x uint64); leakage check's transient peak {peak:.1f} "
                 "B/doc", per, f"<= {DEDUP_GOAL}", per <= DEDUP_GOAL, r)
     return {"machine": machine(), "total_s": total_s, "figures": rows, "checks": b.checks,
+            "context": b.context,
             "tokens": tokens, "mb": mb,
             "runs": {k: asdict(r) for k, r in runs.items()}}
 
@@ -167,3 +167,10 @@ def print_figures(out: Any, result: dict[str, Any]) -> None:
                              "measured"], cells)
     for line in result["checks"]:
         out.line(f"ids check: {line}")
+    c = result["context"].get("concurrency")
+    if c:
+        out.line(f"two tokenizer processes at once: {c['two_each'] / 1e6:.2f} M tokens/CPU-s each, "
+                 f"one alone {c['one'] / 1e6:.2f} ({c['two_each'] / c['one']:.2f}x): the ceiling "
+                 "counts 1.00x")
+    out.line("ceilings: one tokenizer process's tokens per CPU-s on the run's input, measured "
+             "just before and just after each timed run, x min(workers, cores)")

@@ -94,14 +94,24 @@ def _status(pid: int) -> dict[str, int]:
 # --------------------------------------------------------------------------- ceiling
 
 
-def ceiling(files: list[str]) -> dict[str, Any]:
+def ceiling(files: list[str], max_mb: float | None = None, digests: bool = True
+            ) -> dict[str, Any]:
+    """encode_ordinary of each document of `files` (at most `max_mb` MB of text), timed per
+    file in CPU and wall seconds; with `digests`, each document's reference digest."""
     from prep.bench_inputs import read_texts
     from shards.tokenizer import load_gpt2
 
     enc = load_gpt2()
     per_file = []
+    left = None if max_mb is None else max_mb * 1e6
     for path in files:
-        texts = list(read_texts([path]))
+        texts = []
+        for t in read_texts([path]):
+            texts.append(t)
+            if left is not None:
+                left -= len(t.encode())
+                if left <= 0:
+                    break
         tokens = 0
         ids_all = []
         c0, w0 = time.process_time(), time.perf_counter()
@@ -112,8 +122,13 @@ def ceiling(files: list[str]) -> dict[str, Any]:
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         per_file.append({"file": path, "docs": len(texts), "tokens": tokens, "cpu_s": cpu,
                          "wall_s": wall, "bytes": sum(len(t.encode()) for t in texts),
-                         "digests": [digest(np.array(i, dtype=np.uint16)) for i in ids_all]})
-    return {"files": per_file, "peak_rss_mb": _rss_mb()}
+                         "digests": [digest(np.array(i, dtype=np.uint16)) for i in ids_all]
+                         if digests else []})
+        if left is not None and left <= 0:
+            break
+    return {"files": per_file, "peak_rss_mb": _rss_mb(),
+            "tokens_per_cpu_s": sum(f["tokens"] for f in per_file)
+            / sum(f["cpu_s"] for f in per_file)}
 
 
 # --------------------------------------------------------------------------- peers
