@@ -32,8 +32,11 @@ def same_dataset(a: Path, b: Path) -> None:
     assert manifest(a)["domains"] == manifest(b)["domains"]
 
 
-def test_ray_executor_gives_the_local_executors_bytes(corpus, straight, tmp_path):
+def test_ray_executor_gives_the_local_executors_bytes(corpus, straight, tmp_path, monkeypatch):
     pytest.importorskip("ray")
+    # Without --ray-address a local instance is started, even where RAY_ADDRESS (or `ray start`
+    # on this machine) names another cluster: ray.init() alone would join that one.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     out = tmp_path / "out"
     assert run_prep("--recipe", str(corpus), "--out", str(out), "--executor", "ray",
                     "--workers", "2", *OPTS) == 0
