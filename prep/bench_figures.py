@@ -71,6 +71,16 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
             f"{rh.info['coordinator_cpu_s']:.2f} s), tokenizer {tok * 1e3:.0f} ms/Mtok",
             fed, f">= {CORES_GOAL}", fed >= CORES_GOAL, rl, rh)
 
+    fl, fh = runs.get("fineweb-small"), runs.get("fineweb-large")
+    if fl is not None and fh is not None:
+        dc = fh.info["parent_cpu_s"] - fl.info["parent_cpu_s"]
+        slope = dc / (fh.tokens - fl.tokens) * 1e6
+        tok = 1e6 / b.tokenizer_rate(inputs["large"])
+        row("fineweb.py pattern's parent: cores fed", f"{name('small')} -> {mb['large']:.0f} MB",
+            f"its parent process (datasets rows, imap pickling, shard copies) {slope * 1e3:.1f} "
+            f"ms/Mtok (CPU {fl.info['parent_cpu_s']:.1f} -> {fh.info['parent_cpu_s']:.1f} s), "
+            f"tokenizer {tok * 1e3:.0f} ms/Mtok", tok / slope, "-", None, fl, fh)
+
     # 2. end to end against the tokenizer ceiling
     for k in inputs:
         r = runs.get(f"prep-{k}")

@@ -161,8 +161,11 @@ def fineweb(files: list[str], workers: int, out: str) -> dict[str, Any]:
     if count:
         np.save(_fineweb_name(out, index), shard[:count])
     seconds = time.perf_counter() - t0
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"tokens": tokens_total, "seconds": seconds, "peak_rss_mb": max(_rss_mb(), kids)}
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {"tokens": tokens_total, "seconds": seconds,
+            "peak_rss_mb": max(_rss_mb(), kids.ru_maxrss / 1024),
+            "parent_cpu_s": me.ru_utime + me.ru_stime, "workers_cpu_s": kids.ru_utime + kids.ru_stime}
 
 
 @functools.lru_cache(maxsize=1)
