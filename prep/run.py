@@ -290,47 +290,32 @@ def _run_slice(cfg: PrepConfig, plan: Plan, out: Path, reporter: Reporter,
 
 def _assemble(plan: Plan, work: WorkDir, results: dict[str, DomainResult], executor: Executor,
               reporter: Reporter, vdir: str) -> dict[str, dict[str, SplitRecord]]:
-    jobs: list[tuple[str, str, Any]] = []
+    jobs: dict[tuple[str, str], assemble.SplitJobs] = {}
     for name, res in results.items():
-        ids = tuple(res.tasks)
+        tasks_file = assemble.write_tasks_file(work.layout / f"{name}.tasks.json", res.tasks)
         for split, lay in res.layouts.items():
             d = work.staging / name / split
             d.mkdir(parents=True, exist_ok=True)
-            for j in assemble.shard_jobs(str(lay.path), str(work.tasks), ids, d,
-                                         lay.shard_starts, lay.tokens, plan.shard_tokens):
-                jobs.append((name, split, j))
-            jobs.append((name, split, assemble.index_job(str(lay.path), str(work.tasks), ids, d,
-                                                         plan.shard_tokens)))
-    reporter.assembling(len(jobs))
-    results_by_job: dict[int, assemble.FileResult] = {}
-    pending: dict[Any, int] = {}
-    queue = list(enumerate(jobs))
-    while queue or pending:
-        while queue and len(pending) < executor.slots:
-            i, (_, _, job) = queue.pop(0)
-            fn = assemble.write_index if isinstance(job, assemble.IndexJob) else \
-                assemble.write_shard
-            pending[executor.submit(fn, job)] = i
-        for handle, res, err in executor.wait(list(pending)):
-            i = pending.pop(handle)
-            if err is not None:
-                raise err if isinstance(err, OSError) else ExecutorError(
-                    f"writing {jobs[i][2].out} failed: {type(err).__name__}: {err}")
-            results_by_job[i] = res
+            jobs[name, split] = assemble.split_jobs(str(lay.path), tasks_file, str(work.tasks),
+                                                    d, lay.shard_starts, lay.tokens,
+                                                    plan.shard_tokens)
+    reporter.assembling(sum(len(p) + 1 for sj in jobs.values() for p in sj.pieces)
+                        + len(jobs))
+    written = assemble.run(executor, jobs)
     splits: dict[str, dict[str, SplitRecord]] = {}
-    for i, (name, split, job) in enumerate(jobs):
-        res = results_by_job[i]
-        rel = f"{vdir}/{Path(res.out).relative_to(work.staging).as_posix()}"
+    for (name, split), files in written.items():
         lay = results[name].layouts[split]
-        rec = splits.setdefault(name, {}).setdefault(split, SplitRecord(
+
+        def rel(out: str) -> str:
+            return f"{vdir}/{Path(out).relative_to(work.staging).as_posix()}"
+
+        splits.setdefault(name, {})[split] = SplitRecord(
             docs=lay.docs, tokens=lay.tokens, blocks=lay.tokens // plan.block_size,
-            bytes_text=lay.bytes_text, shards=[], doc_index=DocIndexRecord("", 0, 0, "")))
-        if isinstance(job, assemble.IndexJob):
-            rec.doc_index = DocIndexRecord(path=rel, docs=res.docs, bytes=res.bytes,
-                                           sha256=res.sha256)
-        else:
-            rec.shards.append(ShardRecord(path=rel, tokens=res.tokens, bytes=res.bytes,
-                                          sha256=res.sha256))
+            bytes_text=lay.bytes_text,
+            shards=[ShardRecord(path=rel(f.out), tokens=f.tokens, bytes=f.bytes,
+                                sha256=f.sha256) for f in files.shards],
+            doc_index=DocIndexRecord(path=rel(files.index.out), docs=files.index.docs,
+                                     bytes=files.index.bytes, sha256=files.index.sha256))
     return splits
 
 

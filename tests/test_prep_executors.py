@@ -117,3 +117,30 @@ def test_forked_workers_inherit_the_coordinators_tokenizer(corpus, straight, tmp
     prep.task.encoding.cache_clear()
     assert loads.read_text().split() == [str(os.getpid())]  # once, here; no worker loaded it
     same_dataset(out, straight)
+
+
+def test_shards_written_in_pieces_equal_whole_shards(corpus, tmp_path, monkeypatch):
+    """A shard is written by several jobs at once, each a token range that may start inside a
+    document, then hashed: the bytes equal those of shards written by one job each."""
+    from prep import assemble
+
+    opts = ("--workers", "2", "--shard-tokens", "4096", *OPTS)
+    whole = tmp_path / "whole"
+    assert run_prep("--recipe", str(corpus), "--out", str(whole), *opts) == 0
+    planned: list[assemble.SplitJobs] = []
+    real = assemble.split_jobs
+
+    def recorded(*args):
+        jobs = real(*args)
+        planned.append(jobs)
+        return jobs
+
+    monkeypatch.setattr(assemble, "PIECE_MIN_TOKENS", 300)
+    monkeypatch.setattr(assemble, "split_jobs", recorded)
+    pieces = tmp_path / "pieces"
+    assert run_prep("--recipe", str(corpus), "--out", str(pieces), *opts) == 0
+    same_dataset(pieces, whole)
+    shards = [p for sj in planned for p in sj.pieces]
+    assert len(shards) > len(planned)  # several shards per split somewhere
+    assert max(len(p) for p in shards) == assemble.PIECES_MAX
+    assert any(j.first_offset > 0 for p in shards for j in p[1:])  # a piece starts mid-document
