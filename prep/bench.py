@@ -95,7 +95,7 @@ class Bench:
     def measure(self, key: str, kind: str, args: list[str], env: dict[str, str] | None = None
                 ) -> tuple[int, float, dict[str, Any] | None, float]:
         """Run one child after waiting for a quiet machine; (rc, wall, info, others' load)."""
-        self.out.line(f"  running {key} ...")
+        self.out.line(f"  measuring {key} ...")
         self._wait_quiet()
         b0, c0 = _busy_s(), _children_cpu_s()
         rc, wall, info = bench_runs.run_child(kind, self.work / f"{key}.json", args, env)
@@ -232,6 +232,33 @@ def _children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime + s.ru_utime + s.ru_stime
 
 
+class _RayInstance:
+    """A local Ray instance of `cpus` CPUs in a helper process, for runs that join it."""
+
+    def __init__(self, result: Path, cpus: int) -> None:
+        self.result, self.cpus = result, cpus
+
+    def __enter__(self) -> str:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "prep.bench_runs", "ray-head",
+                                      str(self.result), str(self.cpus)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t = time.perf_counter()
+        while not self.result.exists():
+            if self.proc.poll() is not None or time.perf_counter() - t > 120:
+                raise RuntimeError("could not start a Ray instance for the joined-Ray run")
+            time.sleep(0.2)
+        time.sleep(0.2)  # written, not necessarily flushed: read again if empty
+        return json.loads(self.result.read_text())["address"]
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
 def _compile_packages() -> None:
     """Byte-compile prep and shards as an installed package is: every run here imports them in a
     fresh process, and this machine sets PYTHONDONTWRITEBYTECODE=1 (~0.05 s of compiling each)."""
@@ -304,6 +331,10 @@ def run_all(cfg: BenchConfig, work: Path, out: Out) -> dict[str, Any]:
     if "ray" not in skip:
         b.prep("prep-ray", inputs["middle"], "--executor", "ray")
         _remove(work / "out-prep-ray")
+        with _RayInstance(work / "ray-head.json", cfg.workers) as address:
+            b.prep("prep-ray-joined", inputs["middle"], "--executor", "ray", "--ray-address",
+                   address, env={**os.environ, "RAY_AUTH_MODE": "token"})  # as the head has
+        _remove(work / "out-prep-ray-joined")
     sizes = {k: sum(b.ref[f][0] for f in v) for k, v in inputs.items()}
     result = figures(b, inputs, sizes, {"code": code, "mixed": mixed}, time.perf_counter() - t0)
     print_figures(out, result)

@@ -7,7 +7,8 @@ prep.bench_runs KIND RESULT.json ARGS...`` writes its measurements to RESULT.jso
   workers are its children, reaped at shutdown; its ``ru_maxrss`` is the largest worker's peak),
   each worker's peak RSS (``VmHWM`` of each worker PID, polled every 20 ms: the kernel's own
   high-water mark, checked against ``RUSAGE_CHILDREN``), the commit's dedup state
-  (``KeySet.nbytes`` and keys, and the leakage check's transient peak under tracemalloc), and the
+  (``KeySet.nbytes`` and keys at the end; and the peak, over every KeySet call, of what all live
+  sets hold plus the call's temporaries, traced with tracemalloc), and the
   executor's start-up and shutdown times.
 - ``ceiling``: one process, tiktoken ``encode_ordinary`` of every document of the given corpus
   files, timed per file (CPU and wall); also the reference: a digest of each document's ids.
@@ -278,7 +279,6 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
     info: dict[str, Any] = {}
     sampler = _Sampler()
     make = run_mod.make_executor
-    committer = run_mod.Committer
 
     def make_executor(*args: Any) -> Any:
         t = time.perf_counter()
@@ -295,18 +295,44 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
         ex.close = timed_close
         return ex
 
-    class MeasuredCommitter(committer):  # type: ignore[misc, valid-type]
-        def all_unique(self) -> bool:
-            info["dedup_bytes"] = self.earlier.nbytes
-            info["dedup_keys"] = len(self.earlier)
-            tracemalloc.start()
-            ok = super().all_unique()
-            info["leakage_check_peak_bytes"] = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-            return ok
+    import weakref
 
+    import prep.commit as commit_mod
+
+    live: weakref.WeakSet[Any] = weakref.WeakSet()
+    info["dedup_peak_bytes"] = 0
+
+    class MeasuredKeySet(commit_mod.KeySet):  # type: ignore[misc, valid-type]
+        """The commit's key sets, their memory measured around every call that allocates:
+        held (KeySet.nbytes of every live set) + the call's traced peak (temporaries)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            live.add(self)
+
+        def _traced(self, fn: Any, *args: Any) -> Any:
+            held = sum(k.nbytes for k in live)
+            tracemalloc.start()
+            try:
+                return fn(*args)
+            finally:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                info["dedup_peak_bytes"] = max(info["dedup_peak_bytes"], held + peak)
+
+        def contains(self, hi: Any, lo: Any) -> Any:
+            return self._traced(super().contains, hi, lo)
+
+        def add(self, hi: Any, lo: Any) -> None:
+            self._traced(super().add, hi, lo)
+
+        def all_unique(self) -> bool:
+            info["dedup_bytes"] = self.nbytes
+            info["dedup_keys"] = len(self)
+            return self._traced(super().all_unique)
+
+    commit_mod.KeySet = MeasuredKeySet
     run_mod.make_executor = make_executor
-    run_mod.Committer = MeasuredCommitter
     sampler.start()
     t0 = time.perf_counter()
     rc = main(argv)
@@ -328,12 +354,31 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
     return rc, info
 
 
+# --------------------------------------------------------------------------- a Ray instance
+
+
+def ray_head(result: str, cpus: int) -> None:
+    """Start a local Ray instance, write its address to `result`, keep it until stdin closes."""
+    import ray
+
+    t = time.perf_counter()
+    ctx = ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                   configure_logging=False)
+    Path(result).write_text(json.dumps({"address": ctx.address_info["gcs_address"],
+                                        "start_s": time.perf_counter() - t}))
+    sys.stdin.read()
+    ray.shutdown()
+
+
 # --------------------------------------------------------------------------- entry
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     kind, result, rest = args[0], args[1], args[2:]
+    if kind == "ray-head":
+        ray_head(result, int(rest[0]))
+        return 0
     if kind == "prep":
         rc, info = prep(rest)
     else:
