@@ -14,8 +14,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prep.bench import Bench, Run
-    from prep.bench_inputs import Corpus
+    from prep.bench.inputs import Corpus
+    from prep.bench.measure import Bench, Run
 
 CORES_GOAL = 32
 E2E_GOAL = 0.85

@@ -1,31 +1,24 @@
-"""The measured runs of `python -m prep.bench`, each in a fresh process: ``python -m
-prep.bench_runs KIND RESULT.json ARGS...`` writes its measurements to RESULT.json.
+"""The measured processes of `python -m prep.bench`, each fresh: ``python -m
+prep.bench.children KIND RESULT.json ARGS...`` writes its measurements to RESULT.json.
 
 - ``prep``: ``python -m prep ARGS`` run in this process (``prep.__main__.main``, as ``python -m
-  prep`` does), measured from inside: the coordinator's own CPU time and peak RSS
-  (``RUSAGE_SELF`` at exit, after publishing), the workers' (``RUSAGE_CHILDREN``: the local pool's
-  workers are its children, reaped at shutdown; its ``ru_maxrss`` is the largest worker's peak),
-  each worker's peak RSS (``VmHWM`` of each worker PID, polled every 20 ms: the kernel's own
-  high-water mark, checked against ``RUSAGE_CHILDREN``), the commit's dedup state
-  (``KeySet.nbytes`` and keys at the end; and the peak, over every KeySet call, of what all live
-  sets hold plus the call's temporaries, traced with tracemalloc), and the
-  executor's start-up and shutdown times.
+  prep`` does), measured from inside: the coordinator's own CPU time (``RUSAGE_SELF`` at exit,
+  after publishing, less the sampling thread's) and peak RSS (``VmHWM``); the workers' CPU and
+  the largest worker's peak (``RUSAGE_CHILDREN``: the local pool's workers are its children,
+  reaped at shutdown); each worker's peak RSS (``VmHWM`` of each worker PID, polled every
+  100 ms, checked against ``RUSAGE_CHILDREN``); the commit's dedup state (``KeySet.nbytes`` and
+  keys at the end, and the peak, over every KeySet call, of what all live sets hold plus the
+  call's temporaries, traced with tracemalloc); the executor's start-up and shutdown times.
 - ``ceiling``: one process, tiktoken ``encode_ordinary`` of every document of the given corpus
-  files, timed per file (CPU and wall); also the reference: a digest of each document's ids.
-- ``fineweb``: build-nanogpt's ``fineweb.py`` pattern: ``datasets.load_dataset`` of the files,
-  ``multiprocessing.Pool(workers).imap(tokenize, dataset, chunksize=16)`` with EOT before each
-  document, ids checked to fit uint16, written into preallocated shards saved with ``np.save``.
-- ``nanogpt``: nanoGPT ``data/openwebtext/prepare.py``'s pattern: ``load_dataset(num_proc)``,
-  ``train_test_split(test_size=0.0005, seed=2357)``, ``map(num_proc=workers)`` of
-  ``encode_ordinary`` + EOT, then per split a ``np.memmap`` filled in 1024 contiguous batches.
-
-The peers follow their scripts' structure (read, not copied); their outputs are checked by
-:func:`stream_digests` against the ceiling's reference ids.
+  files (or their first MB), timed per file in CPU and wall seconds; also the reference: a
+  digest of each document's ids, against which every tool's output is checked
+  (:func:`stream_digests`).
+- ``fineweb``, ``nanogpt``: the peers (`prep.bench.peers`).
+- ``ray-head``: a local Ray instance kept until stdin closes, for runs that join one.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -42,11 +35,6 @@ import numpy as np
 
 EOT = 50256
 POLL_S = 0.1
-NANOGPT_TEST_SIZE = 0.0005
-NANOGPT_SEED = 2357
-NANOGPT_BATCHES = 1024
-FINEWEB_SHARD = int(1e8)
-FINEWEB_CHUNKSIZE = 16
 
 
 def digest(ids: np.ndarray) -> str:
@@ -72,7 +60,7 @@ def stream_digests(tokens: np.ndarray, *, eot_first: bool) -> list[str]:
     return out
 
 
-def _rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak RSS: VmHWM (per address space). Not ru_maxrss: after exec it starts
     from the RSS of the process that forked it (here the bench, with its references loaded)."""
     return _status(os.getpid())["VmHWM"] / 1024
@@ -99,7 +87,7 @@ def ceiling(files: list[str], max_mb: float | None = None, digests: bool = True
             ) -> dict[str, Any]:
     """encode_ordinary of each document of `files` (at most `max_mb` MB of text), timed per
     file in CPU and wall seconds; with `digests`, each document's reference digest."""
-    from prep.bench_inputs import read_texts
+    from prep.bench.inputs import read_texts
     from shards.tokenizer import load_gpt2
 
     enc = load_gpt2()
@@ -127,117 +115,9 @@ def ceiling(files: list[str], max_mb: float | None = None, digests: bool = True
                          if digests else []})
         if left is not None and left <= 0:
             break
-    return {"files": per_file, "peak_rss_mb": _rss_mb(),
+    return {"files": per_file, "peak_rss_mb": peak_rss_mb(),
             "tokens_per_cpu_s": sum(f["tokens"] for f in per_file)
             / sum(f["cpu_s"] for f in per_file)}
-
-
-# --------------------------------------------------------------------------- peers
-
-
-def fineweb(files: list[str], workers: int, out: str) -> dict[str, Any]:
-    import multiprocessing as mp
-
-    from datasets import disable_progress_bars, load_dataset
-
-    disable_progress_bars()
-    t0 = time.perf_counter()
-    ds = load_dataset("json", data_files=files, split="train", cache_dir=f"{out}/hf_cache")
-    _fineweb_encoding()  # loaded before the pool forks, as the script's module-level `enc`
-    shard = np.empty((FINEWEB_SHARD,), dtype=np.uint16)
-    count = index = tokens_total = 0
-    with mp.get_context("fork").Pool(workers) as pool:
-        for tokens in pool.imap(_fineweb_tokenize, ds, chunksize=FINEWEB_CHUNKSIZE):
-            tokens_total += len(tokens)
-            if count + len(tokens) < FINEWEB_SHARD:
-                shard[count:count + len(tokens)] = tokens
-                count += len(tokens)
-            else:
-                room = FINEWEB_SHARD - count
-                shard[count:] = tokens[:room]
-                np.save(_fineweb_name(out, index), shard)
-                index += 1
-                shard[:len(tokens) - room] = tokens[room:]
-                count = len(tokens) - room
-    if count:
-        np.save(_fineweb_name(out, index), shard[:count])
-    seconds = time.perf_counter() - t0
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    return {"tokens": tokens_total, "seconds": seconds,
-            "peak_rss_mb": max(_rss_mb(), kids.ru_maxrss / 1024),
-            "parent_cpu_s": me.ru_utime + me.ru_stime, "workers_cpu_s": kids.ru_utime + kids.ru_stime}
-
-
-@functools.lru_cache(maxsize=1)
-def _fineweb_encoding() -> Any:
-    from shards.tokenizer import load_gpt2
-
-    return load_gpt2()  # tiktoken.get_encoding("gpt2") needs the network: the same ranks
-
-
-def _fineweb_tokenize(doc: dict[str, Any]) -> np.ndarray:
-    arr = np.array([EOT, *_fineweb_encoding().encode_ordinary(doc["text"])])
-    assert (arr >= 0).all() and (arr < 2**16).all(), "token ids do not fit uint16"
-    return arr.astype(np.uint16)
-
-
-def _fineweb_name(out: str, index: int) -> str:
-    return os.path.join(out, f"fineweb_{'val' if index == 0 else 'train'}_{index:06d}")
-
-
-def fineweb_outputs(out: str) -> list[str]:
-    """The shards in the order written (by index: the first one is named val, the rest train)."""
-    return sorted((str(p) for p in Path(out).glob("fineweb_*.npy")),
-                  key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0]))
-
-
-def nanogpt(files: list[str], workers: int, out: str) -> dict[str, Any]:
-    from datasets import disable_progress_bars, load_dataset
-
-    from shards.tokenizer import load_gpt2
-
-    disable_progress_bars()
-    t0 = time.perf_counter()
-    dataset = load_dataset("json", data_files=files, num_proc=workers,
-                           cache_dir=f"{out}/hf_cache")
-    split = dataset["train"].train_test_split(test_size=NANOGPT_TEST_SIZE, seed=NANOGPT_SEED,
-                                              shuffle=True)
-    split["val"] = split.pop("test")
-    enc = load_gpt2()
-
-    def process(example: dict[str, Any]) -> dict[str, Any]:
-        ids = enc.encode_ordinary(example["text"])
-        ids.append(EOT)
-        return {"ids": ids, "len": len(ids)}
-
-    tokenized = split.map(process, remove_columns=["text"], num_proc=workers)
-    total = 0
-    for name, dset in tokenized.items():
-        arr_len = int(np.sum(dset["len"], dtype=np.uint64))
-        arr = np.memmap(os.path.join(out, f"{name}.bin"), dtype=np.uint16, mode="w+",
-                        shape=(arr_len,))
-        idx = 0
-        for b in range(NANOGPT_BATCHES):
-            try:
-                batch = dset.shard(num_shards=NANOGPT_BATCHES, index=b,
-                                   contiguous=True).with_format("numpy")
-            except IndexError:
-                break
-            if not len(batch):  # fewer rows than batches (the tiny val split)
-                continue
-            chunk = np.concatenate(batch["ids"])
-            arr[idx:idx + len(chunk)] = chunk
-            idx += len(chunk)
-        arr.flush()
-        total += arr_len
-    seconds = time.perf_counter() - t0
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"tokens": total, "seconds": seconds, "peak_rss_mb": max(_rss_mb(), kids)}
-
-
-def nanogpt_outputs(out: str) -> list[str]:
-    return [os.path.join(out, f"{n}.bin") for n in ("train", "val")]
 
 
 # --------------------------------------------------------------------------- prep
@@ -345,7 +225,7 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
     info.update(
         coordinator_cpu_s=self_ru.ru_utime + self_ru.ru_stime - sampler.cpu_s,
         sampler_cpu_s=sampler.cpu_s,
-        coordinator_peak_rss_mb=_rss_mb(),
+        coordinator_peak_rss_mb=peak_rss_mb(),
         workers_cpu_s=kids_ru.ru_utime + kids_ru.ru_stime,
         workers_max_peak_rss_mb=kids_ru.ru_maxrss / 1024,
         worker_peak_rss_mb={str(p): kb / 1024 for p, kb in sampler.hwm.items() if p != me},
@@ -382,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "prep":
         rc, info = prep(rest)
     else:
+        from prep.bench import peers
+
         spec = json.loads(rest[0])
-        fn = {"ceiling": ceiling, "fineweb": fineweb, "nanogpt": nanogpt}[kind]
+        fn = {"ceiling": ceiling, "fineweb": peers.fineweb, "nanogpt": peers.nanogpt}[kind]
         rc, info = 0, fn(**spec)
     Path(result).write_text(json.dumps(info))
     return rc
@@ -395,7 +277,7 @@ def run_child(kind: str, result: Path, args: Iterable[str], env: dict[str, str] 
     import subprocess
 
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "prep.bench_runs", kind, str(result), *args]
+    cmd = [sys.executable, "-m", "prep.bench.children", kind, str(result), *args]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, check=False)
