@@ -18,7 +18,7 @@ DEFAULT_EVAL_FRACTION = 0.05
 DEFAULT_SHUFFLE_DOCS = 10_000
 DEFAULT_SHUFFLE_MB = 32.0
 DEFAULT_INTERLEAVE = 8
-DEFAULT_PARTITION_MB = 16.0  # ~1.5 s of one tokenizer core per task: 2 workers balance within ~1 task
+DEFAULT_PARTITION_MB = 16.0  # ~1.5 s of one tokenizer core per task: small enough to balance
 EXECUTORS = ("local", "ray")
 
 

@@ -114,7 +114,8 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
             ratio = r.rate / p.rate
             goal = peer == "fineweb"
             row(f"prep / {label}", name(k),
-                f"{label} {p.rate / 1e6:.2f} M tok/s in {p.wall:.1f} s ({p.rate / p.ceiling / par:.2f} "
+                f"{label} {p.rate / 1e6:.2f} M tok/s in {p.wall:.1f} s "
+                f"({p.rate / p.ceiling / par:.2f} "
                 f"of the ceiling; prep {r.rate / r.ceiling / par:.2f}), peak RSS "
                 f"{p.info['peak_rss_mb']:.0f} MB", ratio,
                 f">= {FINEWEB_GOAL}" if goal else "-", ratio >= FINEWEB_GOAL if goal else None,
@@ -158,7 +159,8 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
             each = ""
             if who != "coordinator":
                 each = (f"; each worker {_each(lo)} -> {_each(hi)} MB (VmHWM polled; RssAnon "
-                        f"{_each(lo, 'worker_peak_anon_mb')} -> {_each(hi, 'worker_peak_anon_mb')})")
+                        f"{_each(lo, 'worker_peak_anon_mb')} -> "
+                        f"{_each(hi, 'worker_peak_anon_mb')})")
             row(f"peak RSS growth: {who}", f"{name('small')} -> {mb['large']:.0f} MB",
                 f"{a:.0f} MB -> {z:.0f} MB{each}", z / a, f"<= {GROWTH_GOAL}",
                 z / a <= GROWTH_GOAL, lo, hi)

@@ -77,8 +77,7 @@ class Bench:
 
     def sample_rate(self, files: list[str], key: str = "sample") -> float:
         spec = {"files": files, "max_mb": self.cfg.sample_mb, "digests": False}
-        _, _, info = children.run_child("ceiling", self.work / f"{key}.json",
-                                          [json.dumps(spec)])
+        _, _, info = children.run_child("ceiling", self.work / f"{key}.json", [json.dumps(spec)])
         assert info is not None
         return info["tokens_per_cpu_s"]
 
@@ -120,7 +119,8 @@ class Bench:
             f"data_files = {json.dumps(files)}\ntext_field = \"text\"\nmin_chars = 1\n"
             "max_chars = 1000000000\nsize_mb = 1000000\n")
         args = ["--recipe", str(recipe), "--out", str(out_dir), "--workers",
-                str(self.cfg.workers), "--min-eval-docs", "1", "--quiet", *self.cfg.prep_args.split(), *extra]
+                str(self.cfg.workers), "--min-eval-docs", "1", "--quiet",
+                *self.cfg.prep_args.split(), *extra]
         rc, wall, info, load, ceiling = self.bracketed(key, "prep", args, files, env)
         if rc != 0:
             if env and "PREP_KILL_AT" in env and rc == -9:

@@ -65,7 +65,8 @@ def fineweb(files: list[str], workers: int, out: str) -> dict[str, Any]:
     me = resource.getrusage(resource.RUSAGE_SELF)
     return {"tokens": tokens_total, "seconds": seconds,
             "peak_rss_mb": max(peak_rss_mb(), kids.ru_maxrss / 1024),
-            "parent_cpu_s": me.ru_utime + me.ru_stime, "workers_cpu_s": kids.ru_utime + kids.ru_stime}
+            "parent_cpu_s": me.ru_utime + me.ru_stime,
+            "workers_cpu_s": kids.ru_utime + kids.ru_stime}
 
 
 @functools.lru_cache(maxsize=1)
