@@ -135,19 +135,23 @@ class _Sampler(threading.Thread):
         self.cpu_s = 0.0  # this thread's own CPU time (not the coordinator's)
 
     def run(self) -> None:
-        me = os.getpid()
         while not self.stop.wait(POLL_S):
-            pids = [me]
-            try:
-                pids += list(self.executor.worker_pids()) if self.executor else []
-            except RuntimeError:  # the pool's dict changed while read: next time
-                pass
-            for pid in pids:
-                st = _status(pid)
-                if st:
-                    self.hwm[pid] = max(self.hwm.get(pid, 0), st.get("VmHWM", 0))
-                    self.anon[pid] = max(self.anon.get(pid, 0), st.get("RssAnon", 0))
+            self.sample()
         self.cpu_s = time.thread_time()
+
+    def sample(self) -> None:
+        """One reading of the coordinator and of every worker PID (also at the executor's
+        close, so that no worker's last moments are missed)."""
+        pids = [os.getpid()]
+        try:
+            pids += list(self.executor.worker_pids()) if self.executor else []
+        except RuntimeError:  # the pool's dict changed while read: next time
+            pass
+        for pid in pids:
+            st = _status(pid)
+            if st:
+                self.hwm[pid] = max(self.hwm.get(pid, 0), st.get("VmHWM", 0))
+                self.anon[pid] = max(self.anon.get(pid, 0), st.get("RssAnon", 0))
 
 
 def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
@@ -168,6 +172,7 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
         close = ex.close
 
         def timed_close(*, abort: bool) -> None:
+            sampler.sample()
             t = time.perf_counter()
             close(abort=abort)
             info["executor_close_s"] = time.perf_counter() - t
