@@ -60,36 +60,39 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
                      "goal": goal, "met": met,  # our children: their CPU would count as others'
                      "load": max(mine, default=0.0)})
 
-    # 1. coordinator cost: the slope between two sizes, against one tokenizer process
+    # 1. coordinator cost: the slope between two sizes, against one tokenizer process. Each
+    # run's CPU-s are weighed by the tokenizer's rate measured around that run (tokens one
+    # tokenizer process does per CPU-s then): a slower host stretches both alike.
+    def cores_fed(a: Run, z: Run, key: str) -> tuple[float, bool, str]:
+        ca, cz = a.info[key], z.info[key]
+        work = cz * z.ceiling - ca * a.ceiling  # tokenizer-equivalent tokens
+        floor = CPU_NOISE_S * (a.ceiling + z.ceiling) / 2
+        bound = work < floor  # within the noise: count the noise as growth
+        fed = (z.tokens - a.tokens) / max(work, floor)
+        text = (f"CPU {ca:.2f} -> {cz:.2f} s, one tokenizer's rate then {a.ceiling / 1e6:.2f} -> "
+                f"{z.ceiling / 1e6:.2f} M tok/CPU-s: {work / 1e6:.2f} M tokenizer-equivalent "
+                f"tokens for {(z.tokens - a.tokens) / 1e6:.1f} M more tokens")
+        if bound:
+            text += f" (within the {CPU_NOISE_S} s noise, counted as that: a lower bound)"
+        return fed, bound, text
+
     for lo, hi in (("small", "large"), ("mixed-small", "mixed")):
         rl, rh = runs.get(f"prep-{lo}"), runs.get(f"prep-{hi}")
         if rl is None or rh is None:
             continue
-        dc = rh.info["coordinator_cpu_s"] - rl.info["coordinator_cpu_s"]
-        mtok = (rh.tokens - rl.tokens) / 1e6
-        tok = 1e6 / b.tokenizer_rate(inputs[hi])  # CPU-s per million tokens
-        bound = dc < CPU_NOISE_S  # growth within the noise: count the noise as growth
-        slope = max(dc, CPU_NOISE_S) / mtok
-        fed = tok / slope
+        fed, _, text = cores_fed(rl, rh, "coordinator_cpu_s")
         row("coordinator cost: cores fed", f"{name(lo)} -> {mb[hi]:.0f} MB",
-            f"coordinator CPU {rl.info['coordinator_cpu_s']:.2f} -> "
-            f"{rh.info['coordinator_cpu_s']:.2f} s at exit (the manifest's coordinator_cpu_s "
+            f"coordinator at exit {text}; the manifest's coordinator_cpu_s "
             f"{rl.info['manifest_run']['coordinator_cpu_s']:.2f} -> "
-            f"{rh.info['manifest_run']['coordinator_cpu_s']:.2f}) for {mtok:.1f} M more tokens"
-            + (f": within the {CPU_NOISE_S} s noise, counted as {slope * 1e3:.2f} ms/Mtok, so a "
-               "lower bound" if bound else f" = {slope * 1e3:.2f} ms/Mtok")
-            + f"; tokenizer {tok * 1e3:.0f} ms/Mtok", fed,
+            f"{rh.info['manifest_run']['coordinator_cpu_s']:.2f} s", fed,
             f">= {CORES_GOAL}", fed >= CORES_GOAL, rl, rh)
 
     fl, fh = runs.get("fineweb-small"), runs.get("fineweb-large")
     if fl is not None and fh is not None:
-        dc = fh.info["parent_cpu_s"] - fl.info["parent_cpu_s"]
-        slope = dc / (fh.tokens - fl.tokens) * 1e6
-        tok = 1e6 / b.tokenizer_rate(inputs["large"])
+        fed, _, text = cores_fed(fl, fh, "parent_cpu_s")
         row("fineweb.py pattern's parent: cores fed", f"{name('small')} -> {mb['large']:.0f} MB",
-            f"its parent process (datasets rows, imap pickling, shard copies) {slope * 1e3:.1f} "
-            f"ms/Mtok (CPU {fl.info['parent_cpu_s']:.1f} -> {fh.info['parent_cpu_s']:.1f} s), "
-            f"tokenizer {tok * 1e3:.0f} ms/Mtok", tok / slope, "-", None, fl, fh)
+            f"its parent process (datasets rows, imap pickling, shard copies) {text}", fed, "-",
+            None, fl, fh)
 
     # 2. end to end against the tokenizer ceiling
     for k in inputs:
