@@ -65,12 +65,12 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
     # tokenizer process does per CPU-s then): a slower host stretches both alike.
     def cores_fed(a: Run, z: Run, key: str) -> tuple[float, bool, str]:
         ca, cz = a.info[key], z.info[key]
-        work = cz * z.ceiling - ca * a.ceiling  # tokenizer-equivalent tokens
-        floor = CPU_NOISE_S * (a.ceiling + z.ceiling) / 2
+        work = cz * z.speed - ca * a.speed  # tokenizer-equivalent tokens
+        floor = CPU_NOISE_S * (a.speed + z.speed) / 2
         bound = work < floor  # within the noise: count the noise as growth
         fed = (z.tokens - a.tokens) / max(work, floor)
-        text = (f"CPU {ca:.2f} -> {cz:.2f} s, one tokenizer's rate then {a.ceiling / 1e6:.2f} -> "
-                f"{z.ceiling / 1e6:.2f} M tok/CPU-s: {work / 1e6:.2f} M tokenizer-equivalent "
+        text = (f"CPU {ca:.2f} -> {cz:.2f} s, one tokenizer's rate then {a.speed / 1e6:.2f} -> "
+                f"{z.speed / 1e6:.2f} M tok/CPU-s: {work / 1e6:.2f} M tokenizer-equivalent "
                 f"tokens for {(z.tokens - a.tokens) / 1e6:.1f} M more tokens")
         if bound:
             text += f" (within the {CPU_NOISE_S} s noise, counted as that: a lower bound)"
@@ -104,7 +104,8 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
         goal = k in E2E_GOAL_INPUTS
         row("end to end / tokenizer ceiling", name(k),
             f"{r.rate / 1e6:.2f} M tok/s ({r.tokens / 1e6:.1f} M tokens in {r.wall:.1f} s) vs "
-            f"{ceiling / 1e6:.2f} M tok/s (1 process x {par})", ratio,
+            f"{ceiling / 1e6:.2f} M tok/s (1 process x {par}; samples "
+            + "/".join(f"{x * par / 1e6:.2f}" for x in r.ceiling_samples) + ")", ratio,
             f">= {E2E_GOAL}" if goal else "-", ratio >= E2E_GOAL if goal else None, r)
 
     # 3. peers, same input
@@ -211,4 +212,5 @@ def print_figures(out: Any, result: dict[str, Any]) -> None:
                  f"one alone {c['one'] / 1e6:.2f} ({c['two_each'] / c['one']:.2f}x): the ceiling "
                  "counts 1.00x")
     out.line("ceilings: one tokenizer process's tokens per CPU-s on the run's input, measured "
-             "just before and just after each timed run, x min(workers, cores)")
+             "just before and just after each timed run (the faster of the two), x min(workers, "
+             "cores)")

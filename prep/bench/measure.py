@@ -37,11 +37,17 @@ class Run:
     wall: float
     load: float  # CPU cores used by other processes of the machine during the run, on average
     info: dict[str, Any] = field(default_factory=dict)
-    ceiling: float = 0.0  # one tokenizer process's tokens per CPU-s just before and after
+    ceiling: float = 0.0  # one tokenizer process's tokens per CPU-s, the faster of just before
+    ceiling_samples: list[float] = field(default_factory=list)  # ... and just after the run
 
     @property
     def rate(self) -> float:
         return self.tokens / self.wall
+
+    @property
+    def speed(self) -> float:
+        """The host's speed around the run: one tokenizer's mean tokens per CPU-s."""
+        return sum(self.ceiling_samples) / len(self.ceiling_samples)
 
 
 class Bench:
@@ -67,13 +73,15 @@ class Bench:
 
     def bracketed(self, key: str, kind: str, args: list[str], files: list[str],
                   env: dict[str, str] | None = None
-                  ) -> tuple[int, float, dict[str, Any] | None, float, float]:
+                  ) -> tuple[int, float, dict[str, Any] | None, float, list[float]]:
         """`measure`, with one tokenizer process's rate on the input measured just before and
-        just after (the host's speed drifts by +-10% over minutes): (..., ceiling)."""
+        just after (the host's speed drifts by +-10% over minutes, and a sample can catch a
+        hiccup): (..., [before, after]). The run's ceiling is the faster of the two, which never
+        flatters the run."""
         rates = [self.sample_rate(files)]
         rc, wall, info, load = self.measure(key, kind, args, env)
         rates.append(self.sample_rate(files))
-        return rc, wall, info, load, sum(rates) / 2
+        return rc, wall, info, load, rates
 
     def sample_rate(self, files: list[str], key: str = "sample") -> float:
         spec = {"files": files, "max_mb": self.cfg.sample_mb, "digests": False}
@@ -121,7 +129,7 @@ class Bench:
         args = ["--recipe", str(recipe), "--out", str(out_dir), "--workers",
                 str(self.cfg.workers), "--min-eval-docs", "1", "--quiet",
                 *self.cfg.prep_args.split(), *extra]
-        rc, wall, info, load, ceiling = self.bracketed(key, "prep", args, files, env)
+        rc, wall, info, load, rates = self.bracketed(key, "prep", args, files, env)
         if rc != 0:
             if env and "PREP_KILL_AT" in env and rc == -9:
                 return None
@@ -132,7 +140,7 @@ class Bench:
         info["docs_kept"] = sum(d["counts"]["docs_kept"] for d in manifest["domains"].values())
         info["shards"] = [s["sha256"] for d in manifest["domains"].values()
                           for s_ in d["splits"].values() for s in s_["shards"]]
-        run = Run(key, manifest["run"]["tokens"], wall, load, info, ceiling)
+        run = Run(key, manifest["run"]["tokens"], wall, load, info, max(rates), rates)
         self._check_ids(key, files, _prep_digests(out_dir, manifest))
         self.runs[key] = run
         return run
@@ -141,7 +149,7 @@ class Bench:
         folder = self.work / f"out-{key}"
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"files": files, "workers": self.cfg.workers, "out": str(folder)}
-        _, wall, info, load, ceiling = self.bracketed(key, kind, [json.dumps(spec)], files)
+        _, wall, info, load, rates = self.bracketed(key, kind, [json.dumps(spec)], files)
         assert info is not None
         if kind == "fineweb":
             tokens = np.concatenate([np.load(p) for p in peers.fineweb_outputs(str(folder))])
@@ -152,7 +160,7 @@ class Bench:
                 digests += children.stream_digests(np.fromfile(p, dtype=np.uint16),
                                                      eot_first=False)
         self._check_ids(key, files, digests)
-        run = Run(key, info["tokens"], wall, load, info, ceiling)
+        run = Run(key, info["tokens"], wall, load, info, max(rates), rates)
         self.runs[key] = run
         remove(folder)
         return run
