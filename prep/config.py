@@ -17,7 +17,7 @@ DEFAULT_EVAL_FRACTION = 0.05
 DEFAULT_SHUFFLE_DOCS = 10_000
 DEFAULT_SHUFFLE_MB = 32.0
 DEFAULT_INTERLEAVE = 8
-DEFAULT_PARTITION_MB = 32.0
+DEFAULT_PARTITION_MB = 16.0  # ~1.5 s of one tokenizer core per task: small enough to balance
 EXECUTORS = ("local", "ray")
 
 
@@ -76,8 +76,9 @@ class PrepConfig:
     interleave: int | None = _f(None, "a domain's document stream draws at random from this "
                                       "many partitions at a time, so that a sample is not one "
                                       f"file's first documents (default {DEFAULT_INTERLEAVE})")
-    partition_mb: float = _f(DEFAULT_PARTITION_MB, "size of one task's input: small files are "
-                                                   "packed, large plain files cut to this")
+    partition_mb: float = _f(DEFAULT_PARTITION_MB, "size of one task's input in MB of text: small "
+                                                   "files are packed (a compressed file counts 4x "
+                                                   "its size), large plain files cut to this")
     shard_tokens: int = _f(1 << 27, "tokens per shard file (a multiple of the block size)")
     tokenizer_file: str | None = _f(None, "GPT-2 BPE ranks in tiktoken format (default: the "
                                           "copy shipped in shards/)")

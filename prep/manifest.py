@@ -23,29 +23,30 @@ from shards.format import (
 )
 
 if TYPE_CHECKING:
-    from prep.assemble import FileResult, IndexJob, ShardJob
+    from prep.assemble import SplitFiles
     from prep.commit import DomainResult
     from prep.config import PrepConfig
     from prep.plan import Plan
 
 
-def split_records(jobs: list[tuple[str, str, ShardJob | IndexJob]], files: list[FileResult],
-                  results: dict[str, DomainResult], staging: Path, version_dir: str,
-                  block_size: int) -> dict[str, dict[str, SplitRecord]]:
+def split_records(written: dict[tuple[str, str], SplitFiles], results: dict[str, DomainResult],
+                  staging: Path, version_dir: str, block_size: int
+                  ) -> dict[str, dict[str, SplitRecord]]:
     """Each (domain, split)'s record from its assembled files, named under `version_dir`."""
+
+    def rel(out: str) -> str:
+        return f"{version_dir}/{Path(out).relative_to(staging).as_posix()}"
+
     splits: dict[str, dict[str, SplitRecord]] = {}
-    for (name, split, _job), res in zip(jobs, files, strict=True):
-        rel = f"{version_dir}/{Path(res.out).relative_to(staging).as_posix()}"
+    for (name, split), files in written.items():
         lay = results[name].layouts[split]
-        rec = splits.setdefault(name, {}).setdefault(split, SplitRecord(
+        splits.setdefault(name, {})[split] = SplitRecord(
             docs=lay.docs, tokens=lay.tokens, blocks=lay.tokens // block_size,
-            bytes_text=lay.bytes_text, shards=[], doc_index=DocIndexRecord("", 0, 0, "")))
-        if res.docs is not None:  # the document index
-            rec.doc_index = DocIndexRecord(path=rel, docs=res.docs, bytes=res.bytes,
-                                           sha256=res.sha256)
-        else:
-            rec.shards.append(ShardRecord(path=rel, tokens=res.tokens, bytes=res.bytes,
-                                          sha256=res.sha256))
+            bytes_text=lay.bytes_text,
+            shards=[ShardRecord(path=rel(f.out), tokens=f.tokens, bytes=f.bytes,
+                                sha256=f.sha256) for f in files.shards],
+            doc_index=DocIndexRecord(path=rel(files.index.out), docs=files.index.docs,
+                                     bytes=files.index.bytes, sha256=files.index.sha256))
     return splits
 
 

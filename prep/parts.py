@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from shards import atomic
+from shards.format import TOKEN_BYTES
 from shards.tokenizer import file_sha256
 
 TOKENS_NAME, META_NAME, SOURCES_NAME, DONE_NAME = ("tokens.bin", "meta.npy", "sources.jsonl",
@@ -187,22 +188,32 @@ def check_parts(task_dir: Path, record: TaskRecord, *, rehash: bool) -> str | No
 
 
 class TaskParts:
-    """Read access to a finished task's part files (memory-mapped tokens, loaded metadata)."""
+    """Read access to a finished task's part files: tokens read with pread (no mapping, so a
+    reader's memory does not grow with what it reads), metadata loaded."""
 
     def __init__(self, task_dir: Path) -> None:
         self.dir = task_dir
         self.meta: np.ndarray = np.load(task_dir / META_NAME, allow_pickle=False)
-        self._tokens: np.ndarray | None = None
+        self._fd: int | None = None
         self._starts: np.ndarray | None = None
         self._sources: list[bytes] | None = None
 
-    @property
-    def tokens(self) -> np.ndarray:
-        if self._tokens is None:
-            path = self.dir / TOKENS_NAME
-            self._tokens = (np.memmap(path, dtype="<u2", mode="r") if path.stat().st_size
-                            else np.zeros(0, dtype="<u2"))
-        return self._tokens
+    def read_tokens(self, into: memoryview, start: int) -> None:
+        """Fill `into` (bytes) with the tokens of tokens.bin from token `start` on."""
+        if self._fd is None:
+            self._fd = os.open(self.dir / TOKENS_NAME, os.O_RDONLY)
+        at, done = start * TOKEN_BYTES, 0
+        while done < len(into):
+            n = os.preadv(self._fd, [into[done:]], at + done)
+            if n <= 0:
+                raise OSError(f"{self.dir / TOKENS_NAME}: ends at byte {at + done}, before the "
+                              f"{len(into) - done} bytes its metadata says follow")
+            done += n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     @property
     def starts(self) -> np.ndarray:

@@ -23,9 +23,9 @@ from prep import order
 from prep.config import PrepConfig
 from prep.readers import Partition, ReadSettings, open_reader
 from prep.recipe import DomainConfig, Recipe, load_recipe
-from prep.task import DomainSettings, TaskSpec
+from prep.task import DomainSettings, TaskSpec, encoding
 from shards.format import TokenizerRecord
-from shards.tokenizer import load_gpt2, tokenizer_record
+from shards.tokenizer import tokenizer_record
 
 PLAN_FORMAT = 1
 CAP_SLACK = 2.0  # a capped task reads this many times its share of the budget at first
@@ -105,7 +105,7 @@ def make_plan(cfg: PrepConfig) -> Plan:
     if cfg.shard_tokens % block_size:
         raise PlanError(f"--shard-tokens {cfg.shard_tokens} must be a multiple of the block size "
                         f"{block_size}, so that no block straddles two shards")
-    load_gpt2(cfg.tokenizer_file)  # a bad ranks file fails here, before any work
+    encoding(cfg.tokenizer_file)  # a bad ranks file fails here; forked workers inherit it
     tok = tokenizer_record(cfg.tokenizer_file)
     cache = cfg.cache_dir or str(Path(cfg.out) / CACHE_DIR_NAME)
     read = ReadSettings(partition_bytes=int(cfg.partition_mb * 1e6), cache_dir=cache)

@@ -120,12 +120,13 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
                             "(so an eval text may be in train); this is a bug in prep, please "
                             "report it")
         version = next_version(out)
-        jobs = assemble.jobs_for(committer.results, work.tasks, work.staging, plan.shard_tokens)
-        reporter.assembling(len(jobs))
-        files = _run_jobs(executor, [j for _, _, j in jobs])
+        jobs = _assemble_jobs(plan, work, committer)
+        reporter.assembling(sum(len(p) + 1 for sj in jobs.values() for p in sj.pieces)
+                            + len(jobs))
+        written = assemble.run(executor, jobs)
         assemble.fsync_tree(work.staging)
-        splits = split_records(jobs, files, committer.results, work.staging,
-                               version_dir(version), plan.block_size)
+        splits = split_records(written, committer.results, work.staging, version_dir(version),
+                               plan.block_size)
         manifest = build_manifest(cfg, plan, committer.results, splits,
                                   {"tasks_done": len(done), "tasks_reused": reused}, t0)
         old = publish(work.staging, out, manifest, version,
@@ -224,24 +225,19 @@ def _task_failure(spec: TaskSpec, err: BaseException) -> BaseException:
     return ExecutorError(f"task {spec.id} failed: {type(err).__name__}: {err}")
 
 
-def _run_jobs(executor: Executor, jobs: list[Any]) -> list[assemble.FileResult]:
-    """Run the assemble jobs, `slots` at a time; results in job order."""
-    results: list[Any] = [None] * len(jobs)
-    pending: dict[Any, int] = {}
-    nxt = 0
-    while nxt < len(jobs) or pending:
-        while nxt < len(jobs) and len(pending) < executor.slots:
-            fn = assemble.write_index if isinstance(jobs[nxt], assemble.IndexJob) else \
-                assemble.write_shard
-            pending[executor.submit(fn, jobs[nxt])] = nxt
-            nxt += 1
-        for handle, res, err in executor.wait(list(pending)):
-            i = pending.pop(handle)
-            if err is not None:
-                raise err if isinstance(err, OSError) else ExecutorError(
-                    f"writing {jobs[i].out} failed: {type(err).__name__}: {err}")
-            results[i] = res
-    return results
+def _assemble_jobs(plan: Plan, work: WorkDir, committer: Committer
+                   ) -> dict[tuple[str, str], assemble.SplitJobs]:
+    """Every (domain, split)'s shard pieces, shard hashes and index job."""
+    jobs: dict[tuple[str, str], assemble.SplitJobs] = {}
+    for name, res in committer.results.items():
+        tasks_file = assemble.write_tasks_file(work.layout / f"{name}.tasks.json", res.tasks)
+        for split, lay in res.layouts.items():
+            d = work.staging / name / split
+            d.mkdir(parents=True, exist_ok=True)
+            jobs[name, split] = assemble.split_jobs(str(lay.path), tasks_file, str(work.tasks),
+                                                    d, lay.shard_starts, lay.tokens,
+                                                    plan.shard_tokens)
+    return jobs
 
 
 def _run_slice(cfg: PrepConfig, plan: Plan, out: Path, reporter: Reporter,

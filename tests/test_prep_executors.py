@@ -16,8 +16,11 @@ CORPUS_FILES = 3
 OPTS = ("--partition-mb", "0.15", "--interleave", "2", "--eval-fraction", "0.1")  # 6 tasks
 
 
-def test_ray_executor_gives_the_local_executors_bytes(corpus, straight, tmp_path):
+def test_ray_executor_gives_the_local_executors_bytes(corpus, straight, tmp_path, monkeypatch):
     pytest.importorskip("ray")
+    # Without --ray-address a local instance is started, even where RAY_ADDRESS (or `ray start`
+    # on this machine) names another cluster: ray.init() alone would join that one.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     out = tmp_path / "out"
     assert run_prep("--recipe", str(corpus), "--out", str(out), "--executor", "ray",
                     "--workers", "2", *OPTS) == 0
@@ -90,3 +93,55 @@ def test_budgeted_slices_skip_what_the_budget_does_not_need(tmp_path, capsys):
     single = tmp_path / "single"
     assert run_prep(*common[:3], str(single), *common[4:]) == 0
     same_dataset(tmp_path / "out", single)
+
+
+def test_forked_workers_inherit_the_coordinators_tokenizer(corpus, straight, tmp_path,
+                                                          monkeypatch):
+    """The plan loads the tokenizer in the coordinator; the local pool's workers, forked after,
+    never load it again (each load is ~0.1 s of a worker's start), and the bytes are the same."""
+    import os
+
+    import prep.task
+
+    loads = tmp_path / "loads"
+    real = prep.task.load_gpt2
+
+    def counted(path):
+        with open(loads, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(path)
+
+    prep.task.encoding.cache_clear()
+    monkeypatch.setattr(prep.task, "load_gpt2", counted)
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(corpus), "--out", str(out), "--workers", "2", *OPTS) == 0
+    prep.task.encoding.cache_clear()
+    assert loads.read_text().split() == [str(os.getpid())]  # once, here; no worker loaded it
+    same_dataset(out, straight)
+
+
+def test_shards_written_in_pieces_equal_whole_shards(corpus, tmp_path, monkeypatch):
+    """A shard is written by several jobs at once, each a token range that may start inside a
+    document, then hashed: the bytes equal those of shards written by one job each."""
+    from prep import assemble
+
+    opts = ("--workers", "2", "--shard-tokens", "4096", *OPTS)
+    whole = tmp_path / "whole"
+    assert run_prep("--recipe", str(corpus), "--out", str(whole), *opts) == 0
+    planned: list[assemble.SplitJobs] = []
+    real = assemble.split_jobs
+
+    def recorded(*args):
+        jobs = real(*args)
+        planned.append(jobs)
+        return jobs
+
+    monkeypatch.setattr(assemble, "PIECE_MIN_TOKENS", 300)
+    monkeypatch.setattr(assemble, "split_jobs", recorded)
+    pieces = tmp_path / "pieces"
+    assert run_prep("--recipe", str(corpus), "--out", str(pieces), *opts) == 0
+    same_dataset(pieces, whole)
+    shards = [p for sj in planned for p in sj.pieces]
+    assert len(shards) > len(planned)  # several shards per split somewhere
+    assert max(len(p) for p in shards) == assemble.PIECES_MAX
+    assert any(j.first_offset > 0 for p in shards for j in p[1:])  # a piece starts mid-document

@@ -7,6 +7,7 @@ point (`prep.faults`, the PREP_KILL_AT test hook); workers are checked dead by P
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import subprocess
@@ -203,6 +204,9 @@ def test_full_disk_at_the_manifest_write_keeps_the_old_dataset(corpus, tmp_path,
     assert data_files(out) == old and manifest(out)["seed"] == 3
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "data.1", MANIFEST_NAME]
+    with open(out / ".prep.lock") as f:  # the failed run's killed workers (forked with the
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # lock open) are gone: the lock is free
+        fcntl.flock(f, fcntl.LOCK_UN)
     monkeypatch.setattr(atomic, "write_text", real)
     assert run_prep("--recipe", str(corpus), "--out", str(out), *OPTS, "--seed", "5",
                     "--overwrite", "--resume") == 0

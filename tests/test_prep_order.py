@@ -123,6 +123,21 @@ def test_merge_of_a_capped_partition_is_a_prefix_of_the_full_merge():
     assert full.part[n] == 1 and full.doc[n] == 10  # where it stalled: partition 1's 11th doc
 
 
+def test_leakage_check_compares_low_halves_where_high_halves_repeat(monkeypatch):
+    from prep import dedup
+
+    monkeypatch.setattr(dedup, "CHECK_CHUNK", 7)  # neighbours straddle the chunks
+    hi = np.repeat(np.arange(50, dtype=np.uint64), 2)  # every 64-bit prefix twice ...
+    lo = np.tile(np.array([5, 9], dtype=np.uint64), 50)  # ... with two different low halves
+    ks = KeySet()
+    for a, b in ((0, 30), (30, 60), (60, 100)):  # runs of 30 and 30 merge, then 40 merges
+        ks.add(hi[a:b], lo[a:b])
+    assert len(ks) == 100 and ks.all_unique()
+    assert ks.contains(hi, lo).all() and not ks.contains(hi, lo + np.uint64(1)).any()
+    ks.add(hi[73:74], lo[73:74])  # a key already there: the check must catch it
+    assert not ks.all_unique()
+
+
 def test_keyset_and_first_occurrences():
     digests = np.frombuffer(b"".join(hashlib.sha256(str(i).encode()).digest()
                                      for i in range(5000)), np.uint8).reshape(-1, 32)

@@ -170,6 +170,23 @@ def test_packing_splitting_and_keys(tmp_path: Path) -> None:
     assert [d.text for d in out] == ["x" * 20] * 5 + [f"line {i}" for i in range(40)] + noise
 
 
+def test_compressed_files_pack_by_their_estimated_text(tmp_path: Path) -> None:
+    """A .zst file counts as COMPRESSION_RATIO times its size on disk: files that two at a time
+    would fit the limit on disk get a partition each (their text would not fit)."""
+    files = []
+    for i in range(3):
+        f = tmp_path / f"c{i}.jsonl.zst"
+        f.write_bytes(zstandard.ZstdCompressor().compress(jsonl([{"text": os.urandom(40).hex()}])))
+        files.append(f)
+    on_disk = max(f.stat().st_size for f in files)
+    limit = 2 * on_disk + 1  # two fit on disk, one's estimated text (4x) does not
+    parts = planned(cfg("json", [tmp_path / "*.zst"]), partition_bytes=limit).partitions()
+    assert [p.key for p in parts] == ["c0.jsonl.zst", "c1.jsonl.zst", "c2.jsonl.zst"]
+    packed = planned(cfg("json", [tmp_path / "*.zst"]),
+                     partition_bytes=rfiles.COMPRESSION_RATIO * 2 * on_disk).partitions()
+    assert [p.key for p in packed] == ["c0.jsonl.zst..c1.jsonl.zst", "c2.jsonl.zst"]
+
+
 def test_keys_are_unique_paths_below_the_common_folder(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     for d in ("x", "y/z"):

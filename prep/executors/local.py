@@ -12,13 +12,16 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import connection
 from typing import Any
 
 from prep.executors import Executor, Handle, Job
 
 PR_SET_PDEATHSIG = 1
+KILL_WAIT_S = 10.0  # how long close(abort=True) waits for killed workers to exit
 
 
 def _worker_init(parent: int) -> None:
@@ -63,8 +66,16 @@ class LocalExecutor(Executor):
 
     def close(self, *, abort: bool) -> None:
         if abort:  # running jobs are not waited for: their workers are stopped
-            for p in list((getattr(self._pool, "_processes", None) or {}).values()):
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            for p in procs:
                 p.kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            # ... and gone before this returns: a forked worker holds the coordinator's open
+            # files, OUT's lock among them, until it has exited (a run retried at once would
+            # be refused by its own lock).
+            pending, deadline = [p.sentinel for p in procs], time.monotonic() + KILL_WAIT_S
+            while pending and time.monotonic() < deadline:
+                ready = connection.wait(pending, timeout=deadline - time.monotonic())
+                pending = [s for s in pending if s not in ready]
         else:
             self._pool.shutdown(wait=True)

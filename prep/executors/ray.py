@@ -40,8 +40,8 @@ class RayExecutor(Executor):
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
             try:
-                if address is None:
-                    ray.init(num_cpus=workers, **kw)
+                if address is None:  # "local": a new instance, even if RAY_ADDRESS is set or
+                    ray.init(address="local", num_cpus=workers, **kw)  # `ray start` ran here
                 else:
                     ray.init(address=address, **kw)
             except Exception as e:  # ConnectionError, RuntimeError, ...: one line, no trace

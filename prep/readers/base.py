@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prep.config import DEFAULT_PARTITION_MB
+
 if TYPE_CHECKING:
     from prep.recipe import DomainConfig
 
-DEFAULT_PARTITION_BYTES = 32 << 20  # target size of one partition (one task) of file input
+DEFAULT_PARTITION_BYTES = int(DEFAULT_PARTITION_MB * 1e6)  # one partition (task) of file input
 
 
 @dataclass
