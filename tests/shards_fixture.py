@@ -23,6 +23,11 @@ from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
 
 Doc = str | tuple[str, dict[str, Any]]
 
+# train/moe.py options for a run of a few seconds on the datasets built here (block size 16)
+TINY_RUN = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
+            "--lr", "3e-3", "--n-experts", "4", "--moe-layers", "1", "--eval-batch-size", "8",
+            "--eval-max-blocks", "2"]
+
 
 @functools.cache
 def gpt2() -> tiktoken.Encoding:

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shards_fixture import domain_docs, make_dataset
+from shards_fixture import TINY_RUN, domain_docs, make_dataset
 
 import shards
 from shards.check import STAMP_NAME
 from train import moe
 from train.data import DataError, TrainSampler
 
-SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
-         "--lr", "3e-3", "--n-experts", "4", "--moe-layers", "1", "--eval-batch-size", "8",
-         "--eval-max-blocks", "2"]
+SMALL = TINY_RUN
 
 
 @pytest.fixture(scope="module")

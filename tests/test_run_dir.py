@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shards_fixture import domain_docs, make_dataset
+from shards_fixture import TINY_RUN, domain_docs, make_dataset
 
 import shards
 from train import moe, report
@@ -23,9 +23,7 @@ from train.preempt import EXIT_PREEMPTED, TEST_HOOK_ENV
 from train.schedule import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
-         "--lr", "3e-3", "--n-experts", "4", "--moe-layers", "1", "--eval-batch-size", "8",
-         "--eval-max-blocks", "2"]
+SMALL = TINY_RUN
 
 
 @pytest.fixture(scope="module")
