@@ -104,13 +104,21 @@ def run_all(cfg: BenchConfig, work: Path, out: Out) -> dict[str, Any]:
         if tasks < 2:
             raise RuntimeError(f"the resume figure needs a run of >= 2 tasks, the middle input "
                                f"made {tasks}: raise --code-mb or lower --partition-mb")
-        folder = work / "out-resume"
-        killed = b.prep("prep-killed", inputs["middle"], out_dir=folder,
-                        env={**os.environ, "PREP_KILL_AT": f"after-task:{tasks // 2}"})
-        if killed is not None:
-            raise RuntimeError("the run meant to be killed half way finished")
-        resumed = b.prep("prep-resumed", inputs["middle"], "--resume", out_dir=folder)
-        assert resumed is not None
+        for attempt in (1, 2):  # the killed run and its resume, again if the resume was disturbed
+            folder = work / "out-resume"
+            remove(folder)
+            killed = b.prep("prep-killed", inputs["middle"], out_dir=folder, retry=False,
+                            env={**os.environ, "PREP_KILL_AT": f"after-task:{tasks // 2}"})
+            if killed is not None:
+                raise RuntimeError("the run meant to be killed half way finished")
+            resumed = b.prep("prep-resumed", inputs["middle"], "--resume", out_dir=folder,
+                             retry=False)
+            assert resumed is not None
+            if not resumed.info["disturbed"] or attempt == 2:
+                break
+            out.line(f"  prep-resumed was disturbed ({resumed.info['disturbed']}): killing and "
+                     "resuming again")
+        resumed.info["attempts"] = attempt
         resumed.info["killed_after_tasks"] = tasks // 2
         resumed.info["identical_to_full"] = resumed.info["shards"] == full.info["shards"]
         remove(folder)

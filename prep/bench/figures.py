@@ -55,6 +55,11 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
 
     def row(figure: str, inp: str, measured: str, ratio: float | None, goal: str,
             met: bool | None, *used: Run) -> None:
+        for r in used:
+            if r.info.get("disturbed"):  # still, after measuring it again
+                measured += f" [{r.label} disturbed: {r.info['disturbed']}]"
+            elif r.info.get("attempts", 1) > 1:
+                measured += f" [{r.label} measured again: the first try was disturbed]"
         mine = [r.load for r in used if not r.label.startswith("prep-ray")]  # Ray's workers are
         rows.append({"figure": figure, "input": inp, "measured": measured, "ratio": ratio,  # not
                      "goal": goal, "met": met,  # our children: their CPU would count as others'
