@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,23 +50,21 @@ class DomainSettings:
     tokenizer_file: str | None
     max_bad_fraction: float
 
+    # The domain's pipeline, resolved from the recipe when the plan is made (in the
+    # coordinator): the step classes travel with the settings to every worker.
+    steps: tuple[type[Step], ...] = field(init=False)
+    counters: tuple[str, ...] = field(init=False)  # the steps' declared counters, in order
+    columns: tuple[tuple[str, Column], ...] = field(init=False)  # their metadata columns
+
+    def __post_init__(self) -> None:
+        steps = registry.pipeline(self.cfg)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "counters", registry.task_counters(self.cfg, steps))
+        object.__setattr__(self, "columns", registry.columns(self.cfg, steps))
+
     def reader_key(self) -> str:
         """What a domain's reader is built from, as JSON (the per-process cache's key)."""
         return json.dumps([asdict(self.cfg), asdict(self.read)], sort_keys=True)
-
-    # The domain's pipeline, resolved from the recipe in the coordinator (the commit reads it
-    # before any task is sent, so the classes travel with the settings) or in a slice's worker.
-    @functools.cached_property
-    def steps(self) -> tuple[type[Step], ...]:
-        return registry.pipeline(self.cfg)
-
-    @functools.cached_property
-    def counters(self) -> tuple[str, ...]:
-        return registry.task_counters(self.cfg, self.steps)
-
-    @functools.cached_property
-    def columns(self) -> tuple[tuple[str, Column], ...]:
-        return registry.columns(self.cfg, self.steps)
 
 
 @dataclass(frozen=True)

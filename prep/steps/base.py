@@ -149,7 +149,8 @@ class _Component:
     @classmethod
     def check(cls, cfg: DomainConfig) -> None:
         """Reject bad option values at plan time with a one-line ValueError naming the key
-        (the recipe prefixes the domain); also a place to fail fast on a missing file."""
+        (the recipe prefixes the domain); also a place to fail fast on a missing file. Runs
+        for every domain, enabled or not (a bad value is an error even where it is off)."""
 
     @classmethod
     def counter_names(cls, cfg: DomainConfig) -> tuple[str, ...]:
