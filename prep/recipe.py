@@ -115,6 +115,9 @@ class DomainConfig:
             out.shuffle_buffer_mb = DEFAULT_SHUFFLE_MB
         if out.interleave is None:
             out.interleave = DEFAULT_INTERLEAVE
+        for key in out.options:  # a step's key with a flag of the same name (`steps.Option`)
+            if getattr(cli, key, None) is not None:
+                out.options[key] = getattr(cli, key)
         out.validate()
         return out
 
@@ -235,6 +238,10 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
             kind = specs[key].kind if key in specs else _DOMAIN_TYPES[key]
             _check_type(f"{where}: [domains.{dname}] {key}", value, kind)
         t["options"] = {k: t.pop(k) for k in list(t) if k in specs}
+        for k, v in t["options"].items():
+            if specs[k].path and v is not None:
+                t["options"][k] = ([_resolve(base, x) for x in v] if isinstance(v, list)
+                                   else _resolve(base, v))
         t["data_files"] = [_resolve(base, f) for f in t.get("data_files", [])]
         if t.get("path") and "://" not in t["path"]:
             t["path"] = _resolve(base, t["path"])

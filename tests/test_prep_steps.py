@@ -4,255 +4,29 @@ one class and one recipe key, and its counts reach done.json, the manifest, prep
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import random
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from prep_fixture import WORDS, manifest, run_prep, same_dataset, write_jsonl, write_recipe
+from prep_fixture import manifest, run_prep, same_dataset, write_jsonl, write_recipe
+from steps_fixture import COMPONENTS, FAMILY, OPTS, corpus, doc, load_index, texts
 
 import shards
 from prep.__main__ import main as prep_main
 from prep.parts import DONE_NAME, TaskParts
 from prep.split import assign_split
-from prep.steps import (
-    Column,
-    CommitHook,
-    Counters,
-    Doc,
-    Filter,
-    Group,
-    Option,
-    Step,
-    TaskContext,
-    TaskError,
-    registered,
-)
+from prep.steps import Counters, Step, TaskContext, TaskError, registered
 from prep.workdir import WORK_PREFIX
 from shards.__main__ import main as shards_main
-
-# --------------------------------------------------------------------------- test components
-
-
-class DropMarked(Filter):
-    """The issue's example: drops documents containing a marker word, counted in total and
-    per word (a keyed count, as decontamination counts per benchmark file)."""
-
-    name, order = "drop_marked", 150  # after length_filter, before the shuffle
-    options = {"drop_markers": Option(list[str], [], "drop documents containing any of these")}
-    counters = ("docs_marked",)
-    needs = ("text",)
-
-    @classmethod
-    def enabled(cls, cfg: Any) -> bool:
-        return bool(cfg.options["drop_markers"])
-
-    @classmethod
-    def check(cls, cfg: Any) -> None:
-        if any(not w.strip() for w in cfg.options["drop_markers"]):
-            raise ValueError("drop_markers: an empty word would drop every document")
-
-    @classmethod
-    def counter_names(cls, cfg: Any) -> tuple[str, ...]:
-        return ("docs_marked", *(f"docs_marked:{w}" for w in cfg.options["drop_markers"]))
-
-    def drop(self, doc: Doc) -> str | None:
-        for w in self.settings.cfg.options["drop_markers"]:
-            if w in doc.text:
-                self.count(f"docs_marked:{w}")
-                return "docs_marked"
-        return None
-
-
-FAMILY = re.compile(r"\bfam(\d+)\b")
-
-
-class FamilyTag(Step):
-    """A worker step after tokenize that stores a shaped per-document column (as a near-dup
-    signature would): [1, family id] for documents tagged ``famN``, else [0, 0]."""
-
-    name, order = "family_tag", 450
-    needs = ("text", "tokens")  # placed after tokenize, so it may read token ids
-
-    @classmethod
-    def enabled(cls, cfg: Any) -> bool:
-        return cfg.options["family_mode"] is not None
-
-    @classmethod
-    def columns(cls, cfg: Any) -> dict[str, Column]:
-        return {"family": Column("<i8", (2,))}
-
-    def run(self, docs: Any) -> Any:
-        for doc in docs:
-            assert doc.tokens is not None and len(doc.tokens) > 1
-            m = FAMILY.search(doc.text)
-            doc.columns["family"] = (1, int(m.group(1))) if m else (0, 0)
-            yield doc
-
-
-class FamilyHook(CommitHook):
-    """A commit hook over the steps' column, across tasks and domains (as near-dup clusters):
-    `remove` keeps the first member of a family in plan order; `group` keeps every member but
-    gives it the split of the family's first member."""
-
-    name, order = "family", 10  # after exact_dedup
-    options = {"family_mode": Option(str | None, None, "remove or group")}
-
-    @classmethod
-    def enabled(cls, cfg: Any) -> bool:
-        return cfg.options["family_mode"] is not None
-
-    @classmethod
-    def check(cls, cfg: Any) -> None:
-        if cfg.options["family_mode"] not in (None, "remove", "group"):
-            raise ValueError(f"family_mode must be remove or group, got "
-                             f"{cfg.options['family_mode']!r}")
-
-    @classmethod
-    def counter_names(cls, cfg: Any) -> tuple[str, ...]:
-        return ("docs_family_removed",) if cfg.options["family_mode"] == "remove" else (
-            "docs_family_moved",)
-
-    def __init__(self, plan: Any) -> None:
-        super().__init__(plan)
-        self.first: dict[int, bool] = {}  # family -> its kept member's split (eval?)
-
-    def start_domain(self, domain: Any) -> None:
-        self.mode = domain.cfg.options["family_mode"]
-
-    def judge(self, group: Group) -> Any:
-        fam = group.column("family")
-        assert fam.shape == (len(group), 2)
-        seen: dict[int, tuple[int, bool]] = {}  # this group's new families: first row, split
-        touched = np.zeros(len(group), dtype=bool)
-        for i in np.flatnonzero(group.keep & (fam[:, 0] == 1)):
-            f = int(fam[i, 1])
-            split = self.first.get(f, seen[f][1] if f in seen else None)
-            if split is None:
-                seen[f] = (int(i), bool(group.eval[i]))
-            elif self.mode == "remove":
-                group.keep[i], touched[i] = False, True
-            else:
-                touched[i] = group.eval[i] != split
-                group.eval[i] = split
-        return seen, touched
-
-    def accept(self, group: Group, used: int, verdict: Any, counts: Counters) -> None:
-        seen, touched = verdict
-        for f, (i, split) in seen.items():
-            if i < used and group.keep[i]:
-                self.first[f] = split
-        name = "docs_family_removed" if self.mode == "remove" else "docs_family_moved"
-        counts[name] += int(touched[:used].sum())
-
-
-class Explode(Step):
-    """Fails its task on a document (as the tokenizer check does on a wrong id)."""
-
-    name, order = "explode", 460
-    options = {"explode_on": Option(str | None, None, "fail the task on a document with it")}
-    needs = ("tokens",)
-
-    @classmethod
-    def enabled(cls, cfg: Any) -> bool:
-        return cfg.options["explode_on"] is not None
-
-    def run(self, docs: Any) -> Any:
-        word = self.settings.cfg.options["explode_on"]
-        for doc in docs:
-            if word in doc.text or os.environ.get("TEST_EXPLODE", "\0") in doc.text:
-                raise TaskError(f"{doc.where()}: re-encoding gave other token ids")
-            yield doc
-
-
-@functools.lru_cache(maxsize=1)
-def _index(path: str) -> frozenset[str]:
-    """A per-process resource (as a benchmark n-gram index): loaded once per worker."""
-    with open(Path(path).with_suffix(".loads"), "a") as f:
-        f.write(f"{os.getpid()}\n")
-    return frozenset(Path(path).read_text().split())
-
-
-class CountListed(Step):
-    name, order = "count_listed", 470
-    options = {"listed_words": Option(str | None, None, "a file of words to count")}
-    counters = ("docs_listed",)
-    needs = ("text",)
-
-    @classmethod
-    def enabled(cls, cfg: Any) -> bool:
-        return cfg.options["listed_words"] is not None
-
-    @classmethod
-    def check(cls, cfg: Any) -> None:
-        path = cfg.options["listed_words"]  # checked in every domain, enabled or not
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"listed_words: no file {cfg.options['listed_words']}")
-
-    def run(self, docs: Any) -> Any:
-        words = _index(self.settings.cfg.options["listed_words"])
-        for doc in docs:
-            if words & set(doc.text.split()):
-                self.count("docs_listed")
-            yield doc
-
-
-COMPONENTS = (DropMarked, FamilyTag, FamilyHook, Explode, CountListed)
 
 
 @pytest.fixture(autouse=True)
 def components():
     with registered(*COMPONENTS):
         yield
-
-
-# --------------------------------------------------------------------------- corpora
-
-
-def doc(rng: random.Random, *extra: str) -> str:
-    words = [rng.choice(WORDS) for _ in range(rng.randint(40, 90))] + list(extra)
-    rng.shuffle(words)
-    return " ".join(words) + "."
-
-
-def corpus(root: Path, files: int = 4, per_file: int = 150, **tables: dict) -> Path:
-    """Domains alpha and beta; alpha plants 20 "XYZZY" and 7 "PLUGH" documents, beta 5 XYZZY;
-    families fam0..fam29 have 3 members each, spread over files and both domains."""
-    rng = random.Random(7)
-    members = [(f, k) for f in range(30) for k in range(3)]
-    rng.shuffle(members)
-    spec = {"alpha": {"XYZZY": 20, "PLUGH": 7}, "beta": {"XYZZY": 5}}
-    domains = {}
-    for name, plant in spec.items():
-        docs = [doc(rng) for _ in range(files * per_file)]
-        slots = rng.sample(range(len(docs)), sum(plant.values()) + 45)
-        for word, n in plant.items():
-            for _ in range(n):
-                docs[slots.pop()] = doc(rng, word)
-        for _ in range(45):
-            f, _k = members.pop()
-            docs[slots.pop()] = doc(rng, f"fam{f}")
-        paths = []
-        for k in range(files):
-            p = write_jsonl(root / f"{name}{k}.jsonl", docs[k * per_file:(k + 1) * per_file])
-            paths.append(p.name)
-        domains[name] = {"source": "json", "data_files": paths, "min_chars": 10,
-                         **tables.get(name, {})}
-    return write_recipe(root / "recipe.toml", domains, seed=5, block_size=16)
-
-
-OPTS = ("--partition-mb", "0.05", "--interleave", "2", "--min-eval-docs", "1")
-
-
-def texts(out: Path, domain: str) -> dict[str, list[str]]:
-    ds = shards.open(out)
-    return {s: [ds.split(domain, s).document_text(k)
-                for k in range(len(ds.split(domain, s).documents()))] for s in ("train", "eval")}
 
 
 # --------------------------------------------------------------------------- tests
@@ -312,7 +86,7 @@ def test_recipe_keys_of_steps_are_checked_like_the_others(tmp_path, capsys):
             ({"drop_markers": "XYZZY"}, "[domains.alpha] drop_markers must be a list of strings"),
             ({"drop_markers": [" "]}, "[domains.alpha]: drop_markers: an empty word"),
             ({"family_mode": "merge"}, "family_mode must be remove or group, got 'merge'"),
-            ({"listed_words": "nope.txt"}, "listed_words: no file nope.txt"),
+            ({"listed_words": "nope.txt"}, f"listed_words: no file {tmp_path}/nope.txt"),
             ({"drop_marker": ["X"]}, "unknown key(s) drop_marker; allowed: ")):
         recipe = corpus(tmp_path, files=1, per_file=100, alpha=table)
         assert run_prep("--recipe", str(recipe), "--out", out) == 1
@@ -449,9 +223,9 @@ def test_a_step_failing_a_task_names_the_document_and_resume_finishes(tmp_path, 
 def test_a_shared_resource_is_loaded_once_per_worker(tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("river music\n")
-    recipe = corpus(tmp_path, alpha={"listed_words": str(words)})
+    recipe = corpus(tmp_path, alpha={"listed_words": "words.txt"})  # next to the recipe
     out = tmp_path / "out"
-    _index.cache_clear()
+    load_index.cache_clear()
     assert run_prep("--recipe", str(recipe), "--out", str(out), *OPTS, "--workers", "2") == 0
     loads = words.with_suffix(".loads").read_text().split()
     tasks = len(manifest(out)["domains"]["alpha"]["partitions"])
@@ -464,8 +238,10 @@ def test_counting_an_undeclared_counter_fails_the_task() -> None:
     task = TaskContext("d", "p", 0, 0, 1, Counters.of(["docs_seen"]))
     task.count("docs_seen", 2)
     assert task.counters == {"docs_seen": 2}
-    with pytest.raises(TaskError, match="counted 'docs_sene', which no step"):
+    with pytest.raises(TaskError, match="counter 'docs_sene' is not declared by any step"):
         task.count("docs_sene")
+    with pytest.raises(KeyError, match="counter 'docs_x' is not declared"):
+        task.counters["docs_x"] += 1  # as a commit hook counts
     with pytest.raises(ValueError, match="counter name 'Docs' is not allowed"):
         Counters.of(["Docs"])
 
@@ -490,3 +266,33 @@ def test_version_1_manifests_are_still_read_and_bad_counter_names_refused(tmp_pa
     path.write_text(json.dumps(m))
     with pytest.raises(shards.FormatError, match=r"domains\.alpha\.counts key is 'Bad Name'"):
         shards.open(out)
+
+
+def test_a_task_record_of_another_prep_version_is_redone(tmp_path):
+    """done.json of prep before the pipeline (fixed counts, version 1) is not trusted: the
+    task is redone (WorkDir.finished drops a task without a readable record)."""
+    from prep.parts import RECORD_VERSION, read_record
+
+    task = tmp_path / "alpha.000000.L0"
+    task.mkdir()
+    old = {"task": task.name, "domain": "alpha", "partition": "a", "partition_index": 0,
+           "level": 0, "cap_bytes": None, "cap_tokens": None, "exhausted": True,
+           "counts": {"docs_seen": 1, "docs": 1, "bytes": 5, "tokens": 2}, "bad_examples": [],
+           "files": {}, "provenance": None, "version": 1}
+    (task / DONE_NAME).write_text(json.dumps(old))
+    assert read_record(task) is None and RECORD_VERSION == 2
+
+
+def test_a_step_key_takes_a_command_line_flag_of_the_same_name(tmp_path):
+    from prep.config import PrepConfig
+    from prep.recipe import load_recipe
+
+    recipe = load_recipe(str(corpus(tmp_path, files=1, per_file=100,
+                                    alpha={"drop_markers": ["XYZZY"]})))
+    alpha, beta = recipe.domains
+    cli = PrepConfig()
+    assert alpha.resolved(cli).options["drop_markers"] == ["XYZZY"]
+    assert beta.resolved(cli).options["drop_markers"] == []  # the default, filled in
+    cli.drop_markers = ["PLUGH"]  # as a PrepConfig field `drop_markers` would be set
+    assert alpha.resolved(cli).options["drop_markers"] == ["PLUGH"]
+    assert alpha.to_dict()["drop_markers"] == ["XYZZY"] and "options" not in alpha.to_dict()

@@ -4,11 +4,12 @@ Every task runs the steps its domain enables, in (order, name)::
 
     read (0) -> length_filter (100) -> shuffle (200) -> hash_split (300) -> tokenize (400)
 
-and the commit runs every hook over each group of candidates (`exact_dedup` today). The
-contracts are in :mod:`prep.steps.base`; the built-in steps in :mod:`prep.steps.builtin`.
+and the commit runs the enabled hooks, in (order, name), over each group of candidates
+(`exact_dedup`, order 0, today). The contracts are in :mod:`prep.steps.base`, the built-in steps
+in :mod:`prep.steps.builtin`, the exact-dedup hook in :mod:`prep.dedup`.
 
-**Add a step**: one class and (usually) one recipe key, in a module listed in `MODULES` (or
-registered with :func:`registered`, as tests do)::
+**Add a step**: one class and (usually) one recipe key, in a module listed in `MODULES` (its
+`STEPS` tuple), or registered with :func:`registered` (tests)::
 
     class DropMarked(Filter):
         name, order = "drop_marked", 150          # after length_filter, before shuffle
@@ -23,16 +24,42 @@ registered with :func:`registered`, as tests do)::
         def drop(self, doc):
             return "docs_marked" if self.settings.cfg.options["drop_marker"] in doc.text else None
 
-`[domains.x] drop_marker = "XYZZY"` then turns it on for domain x; its counter reaches the
-task records, the manifest's ``domains.x.counts``, prep's summary and `shards inspect` with no
-other code. Places: text filters between 100 and 200 (before the shuffle: cheapest), steps
-that need the digest or split between 300 and 400, steps that need token ids after 400; `needs`
-and `provides` (Doc fields: text, raw, source, digest, eval, tokens; and column names) are
-checked when the run is planned. A step that stores per-document metadata declares
-`columns(cfg)` and sets ``doc.columns[name]``; hooks read it with ``group.column(name)``.
+``[domains.x] drop_marker = "XYZZY"`` turns it on for domain x; `docs_marked` then reaches the
+task records (done.json), the manifest's ``domains.x.counts``, prep's summary and `shards
+inspect`, with no other code. The rules:
+
+- *Place*: text filters between 100 and 200 (before the shuffle: cheapest), steps that need the
+  digest or the split between 300 and 400, steps that need token ids after 400. `needs` and
+  `provides` (Doc fields text, raw, source, digest, eval, tokens, and column names) are checked
+  when the recipe is loaded: a step placed before what it needs is a one-line error.
+- *Pure and prefix-stable*: a step's output depends only on its partition, the recipe and the
+  seed (seed anything random from ``task.seed``, ``task.domain``, ``task.partition_key``), and
+  any prefix of it only on a prefix of its input (yield as you go; buffer boundedly, as the
+  shuffle does). Never read the clock, the worker or the number of workers.
+- *Counters*: declare every name in `counters` (or `counter_names(cfg)` for keyed families,
+  ``docs_x:<key>``, e.g. one per benchmark file); count with ``self.count(name)``. A declared
+  counter shows as 0 when nothing happened; an undeclared one fails the task.
+- *Options*: `Option(kind, default, help, path=False)`; `check(cfg)` rejects bad values at plan
+  time with a ValueError naming the key (it runs for every domain); `path=True` resolves
+  relative paths against the recipe file; a `PrepConfig` field of the same name is its flag.
+  Options are output-affecting: they are in the run's fingerprint (a resume with another value
+  is refused). A knob that must not change the output (an encoder backend) belongs in
+  `PrepConfig` and `DomainSettings`, not here.
+- *Shared resources* (an n-gram index, a second encoder): load them in a module-level
+  ``functools.lru_cache`` function keyed by picklable settings, called from the step's
+  ``__init__``: once per worker process (`encoding` in `prep.steps.builtin` is the model).
+- *Failing*: raise `TaskError` naming the document (``doc.where()``) and the fix.
+- *Metadata for the commit*: declare ``columns(cfg) -> {name: Column(dtype, shape)}`` and set
+  ``doc.columns[name]`` on every document you pass on; it is stored as ``col.<name>.npy`` in the
+  task's part files (checked on resume like the others) and read by hooks in stream order.
 
 **Add a commit hook**: a :class:`~prep.steps.base.CommitHook` subclass in a module's `HOOKS`
-(see `prep.dedup.ExactDedup`); options and counters as for steps.
+(see `prep.dedup.ExactDedup`), with options and counters as for steps. One instance per run sees
+every domain in recipe order and each group's candidates in stream order (`Group`: core rows,
+``group.column(name)``, and `keep`/`eval`, which it may clear/set: drop a document or move it to
+another split). `judge` decides without changing state (it may run again on the same group with
+more documents); `accept` commits the first `used` documents and counts; `finish` is a final
+check over everything (exact dedup's leakage check).
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ class Counters(dict[str, int]):
         """Declared counters, all 0."""
         return cls((check_counter(n), 0) for n in names)
 
+    def __missing__(self, name: str) -> int:  # ``counts[name] += 1`` of an undeclared name
+        raise KeyError(f"counter {name!r} is not declared by any step or hook of this pipeline "
+                       "(add it to their `counters` or `counter_names`)")
+
     def add(self, other: Mapping[str, int]) -> None:
         """Add another mapping's counts (names it has and this one lacks are appended)."""
         for k, v in other.items():
@@ -68,11 +72,15 @@ class Option:
     """A recipe key of a step or hook, per domain (``[domains.<name>] <key> = value``).
 
     `kind` is a type as DomainConfig's annotations write them (int, float, str, bool, list[str],
-    ``X | None``); the recipe checks values against it and fills `default` in."""
+    ``X | None``); the recipe checks values against it and fills `default` in. With `path`, a
+    relative path (str or list[str]) resolves against the recipe file, as `data_files` do. A
+    `PrepConfig` field of the same name, when given (not None), overrides the recipe's value:
+    that is how a key gets a command-line flag."""
 
     kind: Any
     default: Any
     help: str
+    path: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,9 +131,8 @@ class TaskContext:
     def count(self, name: str, n: int = 1) -> None:
         try:
             self.counters[name] += n
-        except KeyError:
-            raise TaskError(f"a step counted {name!r}, which no step of this pipeline declares "
-                            "(add it to the step's `counters`)") from None
+        except KeyError as e:
+            raise TaskError(e.args[0]) from None
 
     def bad(self, reason: str) -> None:
         """Quote a bad record (the first few of each task are kept)."""
