@@ -205,7 +205,8 @@ class Committer:
             res.partitions.append({
                 "index": s.partition.index, "key": s.partition.key, "task": s.id,
                 "level": s.level, "exhausted": r.exhausted,
-                "docs_seen": r.counts.get("docs_seen", 0), "docs_candidates": r.docs, "docs_kept": int(kept_by[j]),
+                "docs_seen": r.counts.get("docs_seen", 0), "docs_candidates": r.docs,
+                "docs_kept": int(kept_by[j]),
                 "provenance": r.provenance})
         if cut is not None:
             self._end_domain(budget_reached=True)

@@ -201,8 +201,8 @@ class Manifest:
         if version not in READ_VERSIONS or isinstance(version, bool):
             raise FormatError(
                 f"{source}: unknown format_version {version!r}; this reader understands "
-                f"versions {', '.join(map(str, READ_VERSIONS))}. Re-run `python -m prep` with this version, or "
-                "install the version of this package that wrote it."
+                f"versions {', '.join(map(str, READ_VERSIONS))}. Re-run `python -m prep` with "
+                "this version, or install the version of this package that wrote it."
             )
         check_manifest_values(d, source)
         names = {f.name for f in fields(cls)}
