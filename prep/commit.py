@@ -119,8 +119,9 @@ class Committer:
     def final_check(self) -> str | None:
         """The hooks' checks over everything committed (exact dedup's: the leakage check, no
         kept content hash twice, so no eval text in train): the first failure's message."""
+        counts = {name: res.counts for name, res in self.results.items()}
         for h in self.hooks:
-            problem = h.finish()
+            problem = h.finish(counts)
             if problem is not None:
                 return problem
         return None

@@ -17,6 +17,7 @@ object per document.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,7 +186,7 @@ class ExactDedup(CommitHook):
         self.earlier.update(self.mine)
         self.mine = KeySet()
 
-    def finish(self) -> str | None:
+    def finish(self, counts: Mapping[str, Counters]) -> str | None:
         """The leakage check, by sorting every kept key anew."""
         if self.earlier.all_unique():
             return None

@@ -93,15 +93,18 @@ class FamilyHook(CommitHook):
 
     @classmethod
     def counter_names(cls, cfg: Any) -> tuple[str, ...]:
-        return ("docs_family_removed",) if cfg.options["family_mode"] == "remove" else (
-            "docs_family_moved",)
+        sizes = tuple(f"families_of_size:{n}" for n in (1, 2, 3))  # a histogram, at the end
+        return ("docs_family_removed" if cfg.options["family_mode"] == "remove" else
+                "docs_family_moved", *sizes)
 
     def __init__(self, plan: Any) -> None:
         super().__init__(plan)
         self.first: dict[int, bool] = {}  # family -> its kept member's split (eval?)
+        self.home: dict[int, str] = {}  # family -> the domain of its kept member
+        self.size: dict[int, int] = {}  # family -> members committed
 
     def start_domain(self, domain: Any) -> None:
-        self.mode = domain.cfg.options["family_mode"]
+        self.mode, self.domain = domain.cfg.options["family_mode"], domain.name
 
     def judge(self, group: Group) -> Any:
         fam = group.column("family")
@@ -124,9 +127,17 @@ class FamilyHook(CommitHook):
         seen, touched = verdict
         for f, (i, split) in seen.items():
             if i < used and group.keep[i]:
-                self.first[f] = split
+                self.first[f], self.home[f] = split, self.domain
+        fam = group.column("family")[:used]
+        for f in fam[fam[:, 0] == 1, 1].tolist():
+            self.size[f] = self.size.get(f, 0) + 1
         name = "docs_family_removed" if self.mode == "remove" else "docs_family_moved"
         counts[name] += int(touched[:used].sum())
+
+    def finish(self, counts: Any) -> str | None:
+        for f, n in self.size.items():
+            counts[self.home[f]][f"families_of_size:{n}"] += 1
+        return None
 
 
 class Explode(Step):

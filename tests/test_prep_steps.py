@@ -131,6 +131,8 @@ def test_a_column_and_a_commit_hook_that_drops_or_moves_documents(tmp_path, mode
                     members.setdefault(int(f.group(1)), []).append((split, t))
     assert len(members) == 30
     counts = [m["domains"][n]["counts"] for n in ("alpha", "beta")]
+    assert sum(c["families_of_size:3"] for c in counts) == 30  # counted by the hook's finish
+    assert sum(c["families_of_size:1"] + c["families_of_size:2"] for c in counts) == 0
     if mode == "remove":
         assert all(len(v) == 1 for v in members.values())
         assert sum(c["docs_family_removed"] for c in counts) == 60

@@ -58,8 +58,9 @@ inspect`, with no other code. The rules:
 every domain in recipe order and each group's candidates in stream order (`Group`: core rows,
 ``group.column(name)``, and `keep`/`eval`, which it may clear/set: drop a document or move it to
 another split). `judge` decides without changing state (it may run again on the same group with
-more documents); `accept` commits the first `used` documents and counts; `finish` is a final
-check over everything (exact dedup's leakage check).
+more documents); `accept` commits the first `used` documents and counts; `finish(counts)` runs
+after the last domain: a final check (exact dedup's leakage check) and counts only known at the
+end (a cluster-size histogram as keyed counters, into any domain's declared counters).
 """
 
 from __future__ import annotations

@@ -250,7 +250,8 @@ class CommitHook(_Component):
     needs more of a capped partition: it must not change state, and its verdict on a document
     may depend only on the documents before it and on committed state), then :meth:`accept`
     once with how many leading documents the commit used (the budget may stop it mid-group):
-    update the state with those and count. :meth:`finish` runs after the last domain.
+    update the state with those and count. :meth:`finish` runs after the last domain (a final
+    check, and counts only known at the end, such as a cluster-size histogram).
     Hooks run in (order, name); each sees what earlier ones dropped or moved."""
 
     def __init__(self, plan: Plan) -> None:
@@ -269,6 +270,8 @@ class CommitHook(_Component):
 
     def end_domain(self) -> None: ...
 
-    def finish(self) -> str | None:
-        """A final check over everything committed: the error message if it fails."""
+    def finish(self, counts: Mapping[str, Counters]) -> str | None:
+        """After the last domain, with every domain's counters by name (to count what is only
+        known at the end, into declared counters): a final check over everything committed,
+        returning the error message if it fails."""
         return None
