@@ -227,10 +227,12 @@ class SplitJobs:
     index: IndexJob
 
 
-def split_jobs(layout: str, tasks_file: str, tasks_dir: str, out_dir: Path,
-               shard_starts: list[tuple[int, int]], total: int, shard_tokens: int) -> SplitJobs:
-    """Cut each shard of a split into pieces and create its file at its final size. Reads the
-    layout rows of one shard at a time (12 bytes per document of that shard)."""
+def jobs_for_split(layout: str, tasks_file: str, tasks_dir: str, out_dir: Path,
+                   shard_starts: list[tuple[int, int]], total: int,
+                   shard_tokens: int) -> SplitJobs:
+    """The jobs that write one (train or eval) split: each of its shards cut into pieces,
+    its file created at its final size. Reads the layout rows of one shard at a time (12 bytes
+    per document of that shard)."""
     rows = _layout(layout)
     pieces, hashes = [], []
     for s, (doc, off) in enumerate(shard_starts):

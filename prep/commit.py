@@ -1,13 +1,17 @@
 """The deterministic commit: from finished tasks to each split's document layout.
 
 Domains are committed in recipe order, each group of partitions in the seeded order
-(`prep.order`): the group's documents are merged into one stream, exact duplicates are dropped
-(first occurrence in this order wins, across tasks and across domains, counted), and the budget
-takes documents from the front until it is reached. The kept documents of each (domain, split)
-are appended to a layout file (task, document, tokens: 12 bytes per document), from which
+(`prep.order`): the group's documents are merged into one stream, the commit hooks
+(`prep.steps.CommitHook`; exact dedup, `prep.dedup`: first occurrence in this order wins,
+across tasks and domains) drop documents or move them between splits, and the budget takes
+documents from the front until it is reached. The kept documents of each (domain, split) are
+appended to a layout file (task, document, tokens: 12 bytes per document), from which
 `prep.assemble` writes the final shards and index in worker processes. Everything per document
-is a numpy array operation; the dedup state is a :class:`~prep.dedup.KeySet` of 16 bytes per
-kept document. The commit only reads task metadata (not tokens), so its cost per token is ~0.
+is a numpy array operation. The commit only reads task metadata (not tokens), so its cost per
+token is ~0.
+
+Each domain's counters (`prep.steps.Counters`) are its tasks' counters summed (the tasks the
+commit used), then the hooks', then the commit's own (`COMMIT_COUNTERS`).
 
 When the merge needs more of a partition than its capped task gave, the commit asks for that
 partition's next cap level (:attr:`Committer.waiting_for`) and resumes when it is done.
@@ -23,13 +27,14 @@ from typing import Any
 import numpy as np
 
 from prep import order
-from prep.dedup import KeySet, first_occurrences, split_keys
-from prep.parts import MAX_BAD_EXAMPLES, TaskParts, TaskRecord
+from prep import steps as registry
+from prep.parts import TaskParts, TaskRecord
 from prep.plan import DomainPlan, Plan
 from prep.split import EVAL, TRAIN
+from prep.steps.base import MAX_BAD_EXAMPLES, CommitHook, Counters, Group
 from prep.task import TaskSpec, bad_records_message
-from shards.format import CountsRecord
 
+COMMIT_COUNTERS = ("docs_kept", "bytes_kept", "docs_over_budget")
 LAYOUT_DTYPE = np.dtype([("slot", "<u4"), ("doc", "<u4"), ("tokens", "<u4")])
 
 
@@ -67,12 +72,14 @@ class SplitLayout:
 @dataclass
 class DomainResult:
     name: str
-    counts: CountsRecord
+    counts: Counters
     layouts: dict[str, SplitLayout]
     tasks: list[str]  # the layout's slots: task ids
     partitions: list[dict[str, Any]]  # one per partition read, in commit order
     budget_reached: bool = False
     bad_examples: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)  # the tasks' pipeline
+    hooks: list[str] = field(default_factory=list)  # the commit hooks this domain ran
 
 
 class Committer:
@@ -86,11 +93,11 @@ class Committer:
         self.min_eval_docs = min_eval_docs
         self.max_bad_fraction = max_bad_fraction
         self.results: dict[str, DomainResult] = {}
-        self.earlier = KeySet()  # kept keys of committed domains
+        self.hooks: list[CommitHook] = [h(plan) for h in registry.hooks()]
+        self._active: list[CommitHook] = []  # the current domain's hooks
         self._d = 0  # current domain
         self._g = 0  # current group
         self._levels: dict[int, int] = {}  # partition -> cap level, current domain
-        self._mine = KeySet()
         self._start_domain()
 
     # ------------------------------------------------------------------ state
@@ -109,10 +116,15 @@ class Committer:
         d = self.domain
         return [d.task(p, self._levels.get(p, 0)) for p in d.groups[self._g]]
 
-    def all_unique(self) -> bool:
-        """The leakage check: no kept content hash occurs twice, in any split of any domain
-        (so no eval text is in train); checked by sorting every kept key anew."""
-        return self.earlier.all_unique()
+    def final_check(self) -> str | None:
+        """The hooks' checks over everything committed (exact dedup's: the leakage check, no
+        kept content hash twice, so no eval text in train): the first failure's message."""
+        counts = {name: res.counts for name, res in self.results.items()}
+        for h in self.hooks:
+            problem = h.finish(counts)
+            if problem is not None:
+                return problem
+        return None
 
     # ------------------------------------------------------------------ advancing
     def advance(self, done: Mapping[str, TaskRecord], task_dir: Path) -> bool:
@@ -130,13 +142,20 @@ class Committer:
         if self.finished:
             return
         d = self.domain
-        self._g, self._levels, self._mine = 0, {}, KeySet()
+        self._g, self._levels = 0, {}
         layouts = {}
         for split in (TRAIN, EVAL):
             path = self.layout_dir / f"{d.name}.{split}.bin"
             path.write_bytes(b"")  # an empty split has an empty layout
             layouts[split] = SplitLayout(path)
-        self.results[d.name] = DomainResult(d.name, CountsRecord(), layouts, [], [])
+        self._active = [h for h in self.hooks if h.enabled(d.cfg)]
+        names = [*d.settings.counters, *(n for h in self._active for n in h.counter_names(d.cfg)),
+                 *COMMIT_COUNTERS]
+        self.results[d.name] = DomainResult(
+            d.name, Counters.of(names), layouts, [], [],
+            steps=[s.name for s in d.settings.steps], hooks=[h.name for h in self._active])
+        for h in self._active:
+            h.start_domain(d)
         if not d.groups:  # a source with no partitions
             self._end_domain(budget_reached=False)
 
@@ -144,55 +163,51 @@ class Committer:
                       task_dir: Path) -> None:
         d, res = self.domain, self.results[self.domain.name]
         m = order.merge(f"{self.plan.seed}:{d.name}:group:{self._g}",
-                        [r.counts.docs for r in records], [r.exhausted for r in records])
-        metas = [TaskParts(task_dir / s.id).meta for s in specs]
-        offsets = np.cumsum([0] + [len(x) for x in metas])
-        meta = np.concatenate(metas)
-        rows = meta[offsets[m.part] + m.doc]
-        hi, lo = split_keys(rows["digest"])
-        across = self.earlier.contains(hi, lo)
-        dup = across | self._mine.contains(hi, lo) | ~first_occurrences(hi, lo)
-        cut = self._budget_cut(rows, ~dup, res)
+                        [r.docs for r in records], [r.exhausted for r in records])
+        parts = [TaskParts(task_dir / s.id) for s in specs]
+        offsets = np.cumsum([0] + [len(p.meta) for p in parts])
+        at = offsets[m.part] + m.doc  # each stream position's row in the tasks' concatenation
+
+        def column(name: str) -> np.ndarray:
+            return np.concatenate([p.column(name) for p in parts])[at]
+
+        rows = np.concatenate([p.meta for p in parts])[at]
+        group = Group(d, self._g, [s.id for s in specs], rows, m.part, m.doc, column)
+        verdicts = [h.judge(group) for h in self._active]
+        cut = self._budget_cut(group.rows, group.keep, res)
         if cut is None and m.stalled_on is not None:  # needs more of a capped partition
             p = d.groups[self._g][m.stalled_on]
             self._levels[p] = self._levels.get(p, 0) + 1
             return
-        used = len(rows) if cut is None else cut + 1
-        keep = ~dup[:used]
-        self._mine.add(hi[:used][keep], lo[:used][keep])
+        used = len(group) if cut is None else cut + 1
+        c = res.counts
+        for r in records:
+            c.add(r.counts)
+            res.bad_examples += r.bad_examples[:MAX_BAD_EXAMPLES - len(res.bad_examples)]
+        for h, verdict in zip(self._active, verdicts, strict=True):
+            h.accept(group, used, verdict, c)
+        keep = group.keep[:used]
+        kept, is_eval = group.rows[:used][keep], group.eval[:used][keep]
+        part, doc = m.part[:used][keep], m.doc[:used][keep]
         slots = np.arange(len(res.tasks), len(res.tasks) + len(specs), dtype=np.uint32)
         res.tasks += [s.id for s in specs]
-        kept = rows[:used][keep]
-        part, doc = m.part[:used][keep], m.doc[:used][keep]
-        for split, flag in ((TRAIN, 0), (EVAL, 1)):
-            sel = kept["eval"] == flag
+        for split, flag in ((TRAIN, False), (EVAL, True)):
+            sel = is_eval == flag
             lay = np.zeros(int(sel.sum()), dtype=LAYOUT_DTYPE)
             lay["slot"], lay["doc"], lay["tokens"] = slots[part[sel]], doc[sel], \
                 kept["tokens"][sel]
             res.layouts[split].append(lay, int(kept["nbytes"][sel].sum()),
                                       self.plan.shard_tokens)
-        c = res.counts
-        for r in records:
-            t = r.counts
-            c.docs_seen += t.docs_seen
-            c.bytes_seen += t.bytes_seen
-            c.docs_bad += t.docs_bad
-            c.docs_empty += t.docs_empty
-            c.docs_too_short += t.docs_too_short
-            c.docs_too_long += t.docs_too_long
-            res.bad_examples += r.bad_examples[:MAX_BAD_EXAMPLES - len(res.bad_examples)]
-        c.docs_filtered = c.docs_empty + c.docs_too_short + c.docs_too_long
-        c.docs_deduplicated += int(dup[:used].sum())
-        c.docs_deduplicated_across_domains += int(across[:used].sum())
-        c.docs_kept += len(kept)
-        c.bytes_kept += int(kept["nbytes"].sum())
-        c.docs_over_budget += sum(r.counts.docs for r in records) - used
+        c["docs_kept"] += len(kept)
+        c["bytes_kept"] += int(kept["nbytes"].sum())
+        c["docs_over_budget"] += sum(r.docs for r in records) - used
         kept_by = np.bincount(part, minlength=len(specs))
         for j, (s, r) in enumerate(zip(specs, records, strict=True)):
             res.partitions.append({
                 "index": s.partition.index, "key": s.partition.key, "task": s.id,
-                "level": s.level, "exhausted": r.exhausted, "docs_seen": r.counts.docs_seen,
-                "docs_candidates": r.counts.docs, "docs_kept": int(kept_by[j]),
+                "level": s.level, "exhausted": r.exhausted,
+                "docs_seen": r.counts.get("docs_seen", 0), "docs_candidates": r.docs,
+                "docs_kept": int(kept_by[j]),
                 "provenance": r.provenance})
         if cut is not None:
             self._end_domain(budget_reached=True)
@@ -205,7 +220,7 @@ class Committer:
         """Position of the document that reaches the domain's budget, or None."""
         d = self.domain
         cuts = []
-        for budget, col, have in ((d.budget_bytes, "nbytes", res.counts.bytes_kept),
+        for budget, col, have in ((d.budget_bytes, "nbytes", res.counts["bytes_kept"]),
                                   (d.cfg.size_tokens, "tokens",
                                    sum(lay.tokens for lay in res.layouts.values()))):
             if budget is None:
@@ -219,17 +234,18 @@ class Committer:
     def _end_domain(self, *, budget_reached: bool) -> None:
         d, res = self.domain, self.results[self.domain.name]
         res.budget_reached = budget_reached
-        c = res.counts
-        if c.docs_bad and c.docs_bad / max(1, c.docs_seen) > self.max_bad_fraction:
-            raise CommitError(bad_records_message(d.name, c.docs_bad, c.docs_seen,
-                                                  self.max_bad_fraction, res.bad_examples))
-        n_eval, n_all = res.layouts[EVAL].docs, c.docs_kept
+        bad, seen = res.counts.get("docs_bad", 0), res.counts.get("docs_seen", 0)
+        if bad and bad / max(1, seen) > self.max_bad_fraction:
+            raise CommitError(bad_records_message(d.name, bad, seen, self.max_bad_fraction,
+                                                  res.bad_examples))
+        n_eval, n_all = res.layouts[EVAL].docs, res.counts["docs_kept"]
         if n_eval < self.min_eval_docs:
             raise CommitError(
                 f"domain {d.name}: only {n_eval} eval documents, fewer than --min-eval-docs "
                 f"{self.min_eval_docs} (eval_fraction {d.cfg.eval_fraction}, {n_all} documents "
                 "kept); raise the size budget (--size-mb), raise --eval-fraction, or lower "
                 "--min-eval-docs")
-        self.earlier.update(self._mine)
+        for h in self._active:
+            h.end_domain()
         self._d += 1
         self._start_domain()

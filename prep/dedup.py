@@ -1,6 +1,12 @@
-"""A compact set of document keys: 16 bytes per document, in sorted numpy runs.
+"""Exact deduplication: the commit hook, and its compact set of document keys.
 
-The commit removes exact duplicates across tasks and domains. Its state is the set of kept
+:class:`ExactDedup` (a commit hook, `prep.steps`) removes exact duplicates across tasks and
+domains: the first occurrence in the plan's stream order wins; later copies are counted in
+`docs_deduplicated`, of which `docs_deduplicated_across_domains` were kept by an earlier
+domain. Its final check is the leakage check: no kept content hash occurs twice, so no eval
+text is in train.
+
+Its state is a :class:`KeySet`, the set of kept
 documents' keys: the first 16 bytes of each content sha256 (a 128-bit key: a false duplicate
 needs a collision of 2**-128 per pair), stored as two uint64 columns in sorted runs that merge
 when one would be followed by a run as large (a log-structured set): a lookup is a binary search
@@ -11,15 +17,21 @@ object per document.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from prep.steps.base import CommitHook, Counters, Group
+
+if TYPE_CHECKING:
+    from prep.plan import DomainPlan, Plan
 
 KEY_BYTES = 16
 CHECK_CHUNK = 1 << 20  # neighbours compared at a time by the leakage check
 
 
-def split_keys(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def digest_keys(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) uint64 columns of the first 16 bytes of (n, 32) uint8 sha256 digests."""
     d = np.ascontiguousarray(digests[:, :KEY_BYTES])
     pair = d.view(">u8").reshape(-1, 2)
@@ -136,3 +148,50 @@ def _merge(a: list[Any], b: list[Any]) -> list[Any]:
     lo = np.concatenate([a[1], b[1]])
     a[1] = b[1] = None
     return [hi, lo[order]]
+
+
+class ExactDedup(CommitHook):
+    """Drops every candidate whose content hash a kept document (of any domain) has."""
+
+    name, order = "exact_dedup", 0
+    counters = ("docs_deduplicated", "docs_deduplicated_across_domains")
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
+        self.earlier = KeySet()  # kept keys of committed domains
+        self.mine = KeySet()  # ... of the current domain
+
+    def start_domain(self, domain: DomainPlan) -> None:
+        self.mine = KeySet()
+
+    def judge(self, group: Group) -> Any:
+        hi, lo = digest_keys(group.rows["digest"])
+        live = np.flatnonzero(group.keep)  # what earlier hooks dropped is no occurrence
+        across = np.zeros(len(group), dtype=bool)
+        across[live] = self.earlier.contains(hi[live], lo[live])
+        dup = np.zeros(len(group), dtype=bool)
+        dup[live] = (across[live] | self.mine.contains(hi[live], lo[live])
+                     | ~first_occurrences(hi[live], lo[live]))
+        group.keep &= ~dup
+        return hi, lo, dup, across
+
+    def accept(self, group: Group, used: int, verdict: Any, counts: Counters) -> None:
+        hi, lo, dup, across = verdict
+        keep = group.keep[:used]  # the keys of what every hook kept
+        self.mine.add(hi[:used][keep], lo[:used][keep])
+        counts["docs_deduplicated"] += int(dup[:used].sum())
+        counts["docs_deduplicated_across_domains"] += int(across[:used].sum())
+
+    def end_domain(self) -> None:
+        self.earlier.update(self.mine)
+        self.mine = KeySet()
+
+    def finish(self, counts: Mapping[str, Counters]) -> str | None:
+        """The leakage check, by sorting every kept key anew."""
+        if self.earlier.all_unique():
+            return None
+        return ("leakage check failed: a document's content hash was kept twice (so an eval "
+                "text may be in train); this is a bug in prep, please report it")
+
+
+HOOKS = (ExactDedup,)

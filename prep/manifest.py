@@ -66,7 +66,7 @@ def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult]
             shuffle_buffer=d.cfg.shuffle_buffer, size_budget_bytes=d.budget_bytes,
             token_budget=d.cfg.size_tokens, budget_reached=res.budget_reached,
             min_chars=d.cfg.min_chars, max_chars=d.cfg.max_chars,
-            eval_fraction=d.cfg.eval_fraction, counts=res.counts,
+            eval_fraction=d.cfg.eval_fraction, counts=dict(res.counts),
             # every kept text is kept once (the commit's dedup, re-checked by sorting all keys)
             leakage=LeakageRecord(eval_hashes_in_train=0, cross_domain_duplicates=0,
                                   passed=True),
@@ -78,14 +78,14 @@ def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult]
                    "partition_bytes": d.settings.read.partition_bytes,
                    "partitions_planned": len(d.partitions),
                    "partitions_read": len(res.partitions), "split_rule": SPLIT_RULE},
-            partitions=res.partitions)
+            partitions=res.partitions, steps=res.steps, commit_hooks=res.hooks)
     elapsed = time.perf_counter() - t0
     tokens = sum(s.tokens for r in splits.values() for s in r.values())
-    kept = sum(r.counts.bytes_kept for r in results.values())
+    kept = sum(r.counts["bytes_kept"] for r in results.values())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return Manifest(
         format=FORMAT_NAME, format_version=FORMAT_VERSION,
-        recipe={**plan.recipe.to_dict(), "domains": [asdict(d.cfg) for d in plan.domains],
+        recipe={**plan.recipe.to_dict(), "domains": [d.cfg.to_dict() for d in plan.domains],
                 "seed": plan.seed, "block_size": plan.block_size},
         config=asdict(cfg), seed=plan.seed, split_salt=plan.recipe.split_salt,
         block_size=plan.block_size, shard_tokens=plan.shard_tokens, tokenizer=plan.tokenizer,

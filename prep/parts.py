@@ -6,8 +6,10 @@
 - ``meta.npy``: one record per document (:data:`META_DTYPE`: content sha256, token count with
   EOT, characters, UTF-8 bytes, split);
 - ``sources.jsonl``: one compact JSON provenance object per document;
-- ``done.json``: the completion record (:class:`TaskRecord`): counts, sizes and sha256 of the
-  three files above, whether the partition was read to its end, written last.
+- ``col.<name>.npy``: each column a step of the pipeline stores (`prep.steps.Column`), shape
+  ``(n_docs, *shape)``;
+- ``done.json``: the completion record (:class:`TaskRecord`): the steps' counters, sizes and
+  sha256 of the files above, whether the partition was read to its end, written last.
 
 A task writes everything into ``tasks/.<id>.tmp-<host>-<pid>/`` and renames that directory into place
 at the end, so ``tasks/<id>/done.json`` exists only for a complete task; `--resume` re-hashes
@@ -28,6 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from prep.steps.base import Column, Doc
 from shards import atomic
 from shards.format import TOKEN_BYTES
 from shards.tokenizer import file_sha256
@@ -35,25 +38,13 @@ from shards.tokenizer import file_sha256
 TOKENS_NAME, META_NAME, SOURCES_NAME, DONE_NAME = ("tokens.bin", "meta.npy", "sources.jsonl",
                                                    "done.json")
 PART_FILES = (TOKENS_NAME, META_NAME, SOURCES_NAME)
-MAX_BAD_EXAMPLES = 5  # bad records quoted per task and per domain
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: counters as a mapping, docs/bytes/tokens of the part files apart
 META_DTYPE = np.dtype([("digest", "u1", (32,)), ("tokens", "<u4"), ("chars", "<u4"),
                        ("nbytes", "<u4"), ("eval", "u1")])
 
 
-@dataclass
-class TaskCounts:
-    """What one task saw of its partition, in order of the filters."""
-
-    docs_seen: int = 0  # records read (after grouping)
-    bytes_seen: int = 0  # UTF-8 bytes of the formatted documents read
-    docs_bad: int = 0  # unreadable records (counted and skipped)
-    docs_empty: int = 0
-    docs_too_short: int = 0
-    docs_too_long: int = 0
-    docs: int = 0  # candidates written (passed the filters)
-    bytes: int = 0  # their UTF-8 bytes
-    tokens: int = 0  # their tokens, EOT included
+def column_file(name: str) -> str:
+    return f"col.{name}.npy"
 
 
 @dataclass
@@ -68,7 +59,10 @@ class TaskRecord:
     cap_bytes: int | None
     cap_tokens: int | None
     exhausted: bool  # the partition was read to its end (no document left beyond these)
-    counts: TaskCounts
+    docs: int  # documents in the part files (the candidates: they passed every step)
+    bytes: int  # their UTF-8 bytes
+    tokens: int  # their tokens, EOT included
+    counts: dict[str, int]  # the steps' counters (`prep.steps.Counters`), in pipeline order
     bad_examples: list[str]
     files: dict[str, dict[str, Any]]  # name -> {"bytes", "sha256"}
     provenance: dict[str, Any] | None  # the reader's partition record, when read to the end
@@ -79,8 +73,8 @@ class TaskRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskRecord:
-        d = dict(d)
-        d["counts"] = TaskCounts(**d["counts"])
+        if d.get("version") != RECORD_VERSION:  # written by another version of prep: redone
+            raise ValueError(f"task record version {d.get('version')!r}")
         return cls(**d)
 
 
@@ -105,7 +99,8 @@ class _HashedFile:
 class PartsWriter:
     """Writes one task's part files into a temporary directory; `finish` publishes them."""
 
-    def __init__(self, tasks_dir: Path, task_id: str) -> None:
+    def __init__(self, tasks_dir: Path, task_id: str,
+                 columns: dict[str, Column] | None = None) -> None:
         self.final = tasks_dir / task_id
         owner = f"{socket.gethostname()}-{os.getpid()}"  # tasks of many hosts share tasks_dir
         self.dir = tasks_dir / f".{task_id}{atomic.TMP_MARK}{owner}"
@@ -117,15 +112,29 @@ class PartsWriter:
         self._digests = bytearray()
         self._ints = array("I")  # tokens, chars, nbytes per document, interleaved
         self._eval = bytearray()
+        self._columns = {name: (col, bytearray()) for name, col in (columns or {}).items()}
+        self.docs = self.bytes = self.tokens = 0
 
-    def add(self, tokens: np.ndarray, digest: bytes, chars: int, nbytes: int, is_eval: bool,
-            source: dict[str, Any]) -> None:
+    def add(self, doc: Doc) -> None:
+        """Append one document that passed every step (tokens, digest and split set)."""
+        tokens = doc.tokens
+        assert tokens is not None and doc.digest, "the pipeline must hash and tokenize"
         self._tokens.write(memoryview(tokens).cast("B"))
-        self._sources.write(json.dumps(source, ensure_ascii=False, separators=(",", ":"))
+        self._sources.write(json.dumps(doc.source, ensure_ascii=False, separators=(",", ":"))
                             .encode("utf-8") + b"\n")
-        self._digests += digest
-        self._ints.extend((len(tokens), chars, nbytes))
-        self._eval.append(is_eval)
+        self._digests += doc.digest
+        self._ints.extend((len(tokens), len(doc.text), len(doc.raw)))
+        self._eval.append(doc.eval)
+        for name, (col, buf) in self._columns.items():
+            try:
+                value = doc.columns[name]
+            except KeyError:
+                raise ValueError(f"no value of column {name!r} for {doc.where()}: the step "
+                                 "that declares it must set doc.columns[name]") from None
+            buf += np.asarray(value, dtype=col.dtype).reshape(col.shape).tobytes()
+        self.docs += 1
+        self.bytes += len(doc.raw)
+        self.tokens += len(tokens)
 
     def finish(self, record: TaskRecord) -> TaskRecord:
         """Close the files, write done.json last, and move the directory into place."""
@@ -142,6 +151,14 @@ class PartsWriter:
             os.fsync(f.fileno())
         files[META_NAME] = {"bytes": (self.dir / META_NAME).stat().st_size,
                             "sha256": file_sha256(self.dir / META_NAME)}
+        for name, (col, buf) in self._columns.items():
+            path = self.dir / column_file(name)
+            with open(path, "wb") as f:
+                np.save(f, np.frombuffer(bytes(buf), dtype=col.dtype).reshape(n, *col.shape),
+                        allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         record.files = files
         atomic.write_text(self.dir / DONE_NAME, json.dumps(asdict(record), indent=1) + "\n")
         if self.final.exists() and not (self.final / DONE_NAME).is_file():
@@ -174,7 +191,7 @@ def read_record(task_dir: Path) -> TaskRecord | None:
 
 def check_parts(task_dir: Path, record: TaskRecord, *, rehash: bool) -> str | None:
     """Why the part files disagree with their record (None if they agree)."""
-    for name in PART_FILES:
+    for name in dict.fromkeys([*PART_FILES, *record.files]):
         want = record.files.get(name)
         path = task_dir / name
         if want is None or not path.is_file():
@@ -222,6 +239,10 @@ class TaskParts:
             lengths = self.meta["tokens"].astype(np.int64)
             self._starts = np.cumsum(lengths) - lengths
         return self._starts
+
+    def column(self, name: str) -> np.ndarray:
+        """A step's column (`prep.steps.Column`), memory-mapped: shape (docs, *shape)."""
+        return np.load(self.dir / column_file(name), mmap_mode="r", allow_pickle=False)
 
     @property
     def sources(self) -> list[bytes]:

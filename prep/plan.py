@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,7 @@ def make_plan(cfg: PrepConfig) -> Plan:
         "tokenizer.ranks_sha256": tok.ranks_sha256, "domains": [d.name for d in domains],
     }
     for d in domains:
-        for key, value in asdict(d.cfg).items():
+        for key, value in d.cfg.to_dict().items():
             if key != "name":
                 settings[f"domains.{d.name}.{key}"] = value
     inputs = {f"{d.name}:{p.key}": p.identity for d in domains for p in d.partitions}

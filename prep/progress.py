@@ -1,7 +1,8 @@
 """What a prep run tells the person watching: rich progress on a terminal, plain lines otherwise.
 
-Fed by the tasks' completion records (their counters), so it works the same under every
-executor: per domain, tasks done of those planned, documents, MB of text and tokens/s.
+Fed by the tasks' completion records, so it works the same under every executor: per domain,
+tasks done of those planned, documents, MB of text and tokens/s. The summary at the end shows
+the splits and every counter of the manifest (`counts_table`), whatever steps made them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from shards.format import Manifest
+from shards.inspect_cmd import counter_rows
 
 if TYPE_CHECKING:
     from prep.parts import TaskRecord
@@ -65,10 +67,9 @@ class Reporter:
 
     def task_done(self, domain: str, record: TaskRecord) -> None:
         d = self.domains.setdefault(domain, _Domain(planned=0))
-        c = record.counts
         old = d.latest.get(record.partition_index)
-        if old is None or c.docs >= old[0]:  # a continuation reads further than the first try
-            d.latest[record.partition_index] = (c.docs, c.bytes, c.tokens)
+        if old is None or record.docs >= old[0]:  # a continuation reads further than the first
+            d.latest[record.partition_index] = (record.docs, record.bytes, record.tokens)
 
     def assembling(self, jobs: int) -> None: ...
 
@@ -115,7 +116,9 @@ class PlainReporter(Reporter):
         self._line(f"committed; writing shards and indexes ({jobs} jobs)")
 
     def summary(self, manifest: Manifest, out: str) -> None:
-        Console(file=self.stream, width=120, no_color=True).print(summary_table(manifest))
+        console = Console(file=self.stream, width=120, no_color=True)
+        console.print(summary_table(manifest))
+        console.print(counts_table(manifest))
         self._line(_wrote(manifest, out))
 
 
@@ -157,6 +160,7 @@ class RichReporter(Reporter):
     def summary(self, manifest: Manifest, out: str) -> None:
         self.close()
         self.console.print(summary_table(manifest))
+        self.console.print(counts_table(manifest))
         self.console.print(_wrote(manifest, out), markup=False)
 
     def close(self) -> None:
@@ -174,19 +178,26 @@ def summary_table(manifest: Manifest) -> Table:
     t = Table(title=f"prep: {manifest.recipe.get('name')} (seed {manifest.seed}, "
                     f"block {manifest.block_size})")
     for col in ("domain", "split", "docs", "tokens", "blocks", "MB text", "shards",
-                "partitions", "filtered", "dedup", "bad"):
+                "partitions"):
         t.add_column(col, justify="left" if col in ("domain", "split") else "right")
     for name, rec in manifest.domains.items():
-        c = rec.counts
         for split, s in rec.splits.items():
             first = split == "train"
             t.add_row(name if first else "", split, f"{s.docs:,}", f"{s.tokens:,}",
                       f"{s.blocks:,}", f"{s.bytes_text / 1e6:.2f}", str(len(s.shards)),
                       (f"{rec.order.get('partitions_read', '?')}/"
-                       f"{rec.order.get('partitions_planned', '?')}") if first else "",
-                      f"{c.docs_filtered:,}" if first else "",
-                      f"{c.docs_deduplicated:,}" if first else "",
-                      f"{c.docs_bad:,}" if first else "")
+                       f"{rec.order.get('partitions_planned', '?')}") if first else "")
+    return t
+
+
+def counts_table(manifest: Manifest) -> Table:
+    """Every counter of every domain (`shards.format`: an open mapping), a row per counter."""
+    t = Table(title="counts (what the steps and the commit did, per domain)")
+    t.add_column("counter")
+    for name in manifest.domains:
+        t.add_column(name, justify="right")
+    for key, values in counter_rows(manifest.domains):
+        t.add_row(key, *("" if v is None else f"{v:,}" for v in values))
     return t
 
 

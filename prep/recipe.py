@@ -12,6 +12,10 @@ A recipe file looks like::
     text_field = "content"
     size_mb = 10
 
+A domain table also takes the recipe keys of the pipeline's steps and commit hooks
+(`prep.steps`: each declares its own, with a type and a default); they are kept in
+``DomainConfig.options`` and shown flat, like the other keys, in the manifest.
+
 Built-in recipes live in ``prep/recipes/<name>.toml``.
 """
 
@@ -24,6 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from prep import steps as registry
 from prep.config import (
     DEFAULT_EVAL_FRACTION,
     DEFAULT_INTERLEAVE,
@@ -79,6 +84,16 @@ class DomainConfig:
     synthetic_docs: int = 3000  # synthetic-math: how many problems the generator makes
     synthetic_seed: int = 42  # synthetic-math: generator seed (NOT the shuffle seed: the corpus,
     #                           and so its eval set, must not change with --seed)
+    options: dict[str, Any] = field(default_factory=dict)  # the steps' and hooks' keys
+
+    def __post_init__(self) -> None:
+        self.options = registry.resolve_options(self.options)  # defaults filled in
+
+    def to_dict(self) -> dict[str, Any]:
+        """The domain's keys as a recipe writes them: fields and options side by side."""
+        d = asdict(self)
+        d.update(d.pop("options"))
+        return d
 
     def resolved(self, cli: PrepConfig) -> DomainConfig:
         """This domain with the command line's overrides and every default filled in."""
@@ -100,6 +115,9 @@ class DomainConfig:
             out.shuffle_buffer_mb = DEFAULT_SHUFFLE_MB
         if out.interleave is None:
             out.interleave = DEFAULT_INTERLEAVE
+        for key in out.options:  # a step's key with a flag of the same name (`steps.Option`)
+            if getattr(cli, key, None) is not None:
+                out.options[key] = getattr(cli, key)
         out.validate()
         return out
 
@@ -130,6 +148,11 @@ class DomainConfig:
         if (self.min_chars is not None and self.max_chars is not None
                 and self.min_chars > self.max_chars):
             raise RecipeError(f"{where}: min_chars > max_chars")
+        try:
+            registry.check(self)  # the steps' and hooks' own keys
+            registry.pipeline(self)  # ... and their order
+        except ValueError as e:
+            raise RecipeError(f"{where}: {e}") from e
 
 
 @dataclass
@@ -146,7 +169,15 @@ class Recipe:
 
 
 _TOP_KEYS = {"seed", "block_size", "split_salt", "domains", "description"}
-_DOMAIN_KEYS = {f.name for f in fields(DomainConfig)} - {"name"}
+_DOMAIN_KEYS = {f.name for f in fields(DomainConfig)} - {"name", "options"}
+
+
+def _option_specs() -> dict[str, registry.Option]:
+    opts = registry.options()
+    clash = sorted(set(opts) & (_DOMAIN_KEYS | {"name", "options"}))
+    if clash:
+        raise RecipeError(f"step option(s) {', '.join(clash)} clash with domain keys; rename them")
+    return opts
 
 
 def builtin_recipes() -> list[str]:
@@ -193,17 +224,24 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
             raise RecipeError(f"{where}: {e}") from e
         if not isinstance(table, dict):
             raise RecipeError(f"{where}: domains.{dname} must be a table")
-        bad = set(table) - _DOMAIN_KEYS
+        specs = _option_specs()
+        bad = set(table) - _DOMAIN_KEYS - set(specs)
         if bad:
             raise RecipeError(f"{where}: [domains.{dname}] unknown key(s) {', '.join(sorted(bad))}; "
-                              f"allowed: {', '.join(sorted(_DOMAIN_KEYS))}")
+                              f"allowed: {', '.join(sorted(_DOMAIN_KEYS | set(specs)))}")
         if "source" not in table:
             raise RecipeError(f"{where}: [domains.{dname}] needs `source` ({', '.join(SOURCES)})")
         t = dict(table)
         if isinstance(t.get("data_files"), str):
             t["data_files"] = [t["data_files"]]
         for key, value in t.items():
-            _check_type(f"{where}: [domains.{dname}] {key}", value, _DOMAIN_TYPES[key])
+            kind = specs[key].kind if key in specs else _DOMAIN_TYPES[key]
+            _check_type(f"{where}: [domains.{dname}] {key}", value, kind)
+        t["options"] = {k: t.pop(k) for k in list(t) if k in specs}
+        for k, v in t["options"].items():
+            if specs[k].path and v is not None:
+                t["options"][k] = ([_resolve(base, x) for x in v] if isinstance(v, list)
+                                   else _resolve(base, v))
         t["data_files"] = [_resolve(base, f) for f in t.get("data_files", [])]
         if t.get("path") and "://" not in t["path"]:
             t["path"] = _resolve(base, t["path"])

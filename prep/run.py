@@ -115,10 +115,9 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
         slices = array.Slices.read(work) if cfg.commit_only else None
         _run_tasks(plan, work, done, committer, executor, reporter, slices)
         faults.maybe_kill("commit")
-        if not committer.all_unique():
-            raise PrepError("leakage check failed: a document's content hash was kept twice "
-                            "(so an eval text may be in train); this is a bug in prep, please "
-                            "report it")
+        problem = committer.final_check()  # exact dedup's: the leakage check
+        if problem is not None:
+            raise PrepError(problem)
         version = next_version(out)
         jobs = _assemble_jobs(plan, work, committer)
         reporter.assembling(sum(len(p) + 1 for sj in jobs.values() for p in sj.pieces)
@@ -234,9 +233,9 @@ def _assemble_jobs(plan: Plan, work: WorkDir, committer: Committer
         for split, lay in res.layouts.items():
             d = work.staging / name / split
             d.mkdir(parents=True, exist_ok=True)
-            jobs[name, split] = assemble.split_jobs(str(lay.path), tasks_file, str(work.tasks),
-                                                    d, lay.shard_starts, lay.tokens,
-                                                    plan.shard_tokens)
+            jobs[name, split] = assemble.jobs_for_split(str(lay.path), tasks_file, str(work.tasks),
+                                                        d, lay.shard_starts, lay.tokens,
+                                                        plan.shard_tokens)
     return jobs
 
 

@@ -37,8 +37,8 @@ class Scheduler:
             if rec.task not in self._counted:
                 self._counted.add(rec.task)
                 have = self._have.setdefault(rec.domain, [0, 0])
-                have[0] += rec.counts.bytes
-                have[1] += rec.counts.tokens
+                have[0] += rec.bytes
+                have[1] += rec.tokens
 
     def started(self, spec: TaskSpec) -> None:
         self.running.add(spec.id)

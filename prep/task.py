@@ -1,14 +1,14 @@
 """One task: one partition of one domain, from raw records to part files (runs in a worker).
 
-read -> filter (count bad, empty, too short, too long) -> seeded shuffle buffer -> hash once
-(content sha256; the split derived from it) -> tokenize (GPT-2, EOT after each document) ->
-part files (`prep.parts`), completion record last. A task's output is a pure function of its
-partition, the recipe, the seed and its cap: it never depends on which worker, machine or
-executor runs it, nor on when.
+The task runs its domain's steps (`prep.steps`: read -> length_filter -> shuffle -> hash_split
+-> tokenize, plus those the recipe enables) as a chain of lazy generators and writes what comes
+out to part files (`prep.parts`), completion record last, with the steps' counters in it. A
+task's output is a pure function of its partition, the recipe, the seed and its cap: it never
+depends on which worker, machine or executor runs it, nor on when.
 
 A budgeted domain's tasks are *capped*: a task stops once its emitted documents reach
-`cap_bytes` or `cap_tokens` (the shuffle buffer makes any prefix of its output depend only on a
-prefix of its input, so a task with a larger cap emits a superset, in the same order). The
+`cap_bytes` or `cap_tokens` (every step is prefix-stable: any prefix of its output depends only
+on a prefix of its input, so a task with a larger cap emits a superset, in the same order). The
 commit asks for a task again with a larger cap (the next level) only if it needs more of that
 partition than the cap gave.
 """
@@ -16,34 +16,27 @@ partition than the cap gave.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prep import faults
-from prep.parts import MAX_BAD_EXAMPLES, PartsWriter, TaskCounts, TaskRecord
-from prep.readers import BadRecord, Document, Partition, ReadSettings, open_reader
-from prep.shuffle import ShuffleBuffer
-from prep.split import Splitter
-from shards.tokenizer import encode_document, load_gpt2
+from prep import steps as registry
+from prep.parts import PartsWriter, TaskRecord
+from prep.readers import Partition, ReadSettings, open_reader
+from prep.steps import Column, Counters, Doc, Step, TaskContext, TaskError
+from prep.steps.builtin import encoding
 
 if TYPE_CHECKING:
-    import tiktoken
-
     from prep.readers import Reader
     from prep.recipe import DomainConfig
 
 CAP_GROWTH = 4  # each cap level reads this many times further into the partition
-
-
-class TaskError(RuntimeError):
-    """A task that cannot finish; the message says why and the fix."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +49,18 @@ class DomainSettings:
     split_salt: str
     tokenizer_file: str | None
     max_bad_fraction: float
+
+    # The domain's pipeline, resolved from the recipe when the plan is made (in the
+    # coordinator): the step classes travel with the settings to every worker.
+    steps: tuple[type[Step], ...] = field(init=False)
+    counters: tuple[str, ...] = field(init=False)  # the steps' declared counters, in order
+    columns: tuple[tuple[str, Column], ...] = field(init=False)  # their metadata columns
+
+    def __post_init__(self) -> None:
+        steps = registry.pipeline(self.cfg)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "counters", registry.task_counters(self.cfg, steps))
+        object.__setattr__(self, "columns", registry.columns(self.cfg, steps))
 
     def reader_key(self) -> str:
         """What a domain's reader is built from, as JSON (the per-process cache's key)."""
@@ -88,14 +93,7 @@ class TaskJob:
     tasks_dir: str
 
 
-# Per process: the tokenizer and each domain's reader are built once, on first use. The plan
-# loads the tokenizer in the coordinator (`prep.plan`), so the local executor's forked workers
-# inherit it instead of loading it again (~0.1 s of each worker's start).
-@functools.lru_cache(maxsize=4)
-def encoding(tokenizer_file: str | None) -> tiktoken.Encoding:
-    return load_gpt2(tokenizer_file)
-
-
+# Per process: each domain's reader is built once, on first use.
 @functools.lru_cache(maxsize=16)
 def _reader(key: str) -> Reader:
     from prep.recipe import DomainConfig
@@ -109,28 +107,26 @@ def run_task(job: TaskJob) -> TaskRecord:
     t0 = time.perf_counter()
     spec, st = job.spec, job.settings
     faults.maybe_kill("task-start", spec.id)
-    enc = encoding(st.tokenizer_file)
     reader = _reader(st.reader_key())
-    counts = TaskCounts()
-    bad: list[str] = []
-    writer = PartsWriter(Path(job.tasks_dir), spec.id)
+    task = TaskContext(spec.domain, spec.partition.key, spec.partition.index, spec.level,
+                       st.seed, Counters.of(st.counters))
+    writer = PartsWriter(Path(job.tasks_dir), spec.id, dict(st.columns))
     try:
-        docs = _filtered(reader.read(spec.partition), st, counts, bad)
-        shuffled = ShuffleBuffer(st.cfg.shuffle_buffer, seed=f"{st.seed}:{spec.domain}:"
-                                 f"{spec.partition.key}",
-                                 max_bytes=int(st.cfg.shuffle_buffer_mb * 1e6),
-                                 size_of=lambda item: len(item[1]))(docs)
-        exhausted = _emit(shuffled, writer, enc, Splitter(st.split_salt),
-                          st.cfg.eval_fraction, spec, counts)
+        stream: Iterator[Any] = reader.read(spec.partition)
+        for step in st.steps:
+            stream = step(st, task).run(stream)
+        exhausted = _emit(stream, writer, spec)
         provenance = None
         if exhausted and hasattr(reader, "partition_record"):
             provenance = reader.partition_record(spec.partition)
         record = TaskRecord(
             task=spec.id, domain=spec.domain, partition=spec.partition.key,
             partition_index=spec.partition.index, level=spec.level, cap_bytes=spec.cap_bytes,
-            cap_tokens=spec.cap_tokens, exhausted=exhausted, counts=counts, bad_examples=bad,
-            files={}, provenance=provenance, seconds=round(time.perf_counter() - t0, 4),
-            host=socket.gethostname(), pid=os.getpid())
+            cap_tokens=spec.cap_tokens, exhausted=exhausted, docs=writer.docs,
+            bytes=writer.bytes, tokens=writer.tokens, counts=dict(task.counters),
+            bad_examples=task.bad_examples, files={}, provenance=provenance,
+            seconds=round(time.perf_counter() - t0, 4), host=socket.gethostname(),
+            pid=os.getpid())
         faults.maybe_kill("task-before-done", spec.id)
         return writer.finish(record)
     except BaseException:
@@ -138,53 +134,14 @@ def run_task(job: TaskJob) -> TaskRecord:
         raise
 
 
-def _filtered(records: Iterator[Document | BadRecord], st: DomainSettings, c: TaskCounts,
-              bad: list[str]) -> Iterator[tuple[Document, bytes]]:
-    """(document, UTF-8 bytes) of the records that pass the filters; the rest counted (the
-    commit judges the share of bad records over the partitions a domain uses)."""
-    lo, hi = st.cfg.min_chars, st.cfg.max_chars
-    for rec in records:
-        c.docs_seen += 1
-        if isinstance(rec, BadRecord):
-            c.docs_bad += 1
-            if len(bad) < MAX_BAD_EXAMPLES:
-                bad.append(rec.reason)
-            continue
-        try:
-            raw = rec.text.encode("utf-8")
-        except UnicodeEncodeError as e:  # a lone surrogate, from a "\ud800" JSON escape
-            c.docs_bad += 1
-            if len(bad) < MAX_BAD_EXAMPLES:
-                bad.append(f"{_where(rec.source)}: text is not encodable as UTF-8 ({e})")
-            continue
-        c.bytes_seen += len(raw)
-        n = len(rec.text)
-        if not rec.text.strip():
-            c.docs_empty += 1
-        elif n < lo:
-            c.docs_too_short += 1
-        elif n > hi:
-            c.docs_too_long += 1
-        else:
-            yield rec, raw
-
-
-def _emit(stream: Iterator[tuple[Document, bytes]], writer: PartsWriter,
-          enc: tiktoken.Encoding, splitter: Splitter, eval_fraction: float, spec: TaskSpec,
-          c: TaskCounts) -> bool:
-    """Hash, split, tokenize and write documents until the stream ends (True) or a cap is
-    reached with documents left (False)."""
+def _emit(stream: Iterator[Doc], writer: PartsWriter, spec: TaskSpec) -> bool:
+    """Write the pipeline's documents until it ends (True) or a cap is reached with documents
+    left (False)."""
     cap_b, cap_t = spec.cap_bytes, spec.cap_tokens
-    sha256 = hashlib.sha256
-    for doc, raw in stream:
-        digest = sha256(raw).digest()
-        tokens = encode_document(enc, doc.text)
-        writer.add(tokens, digest, len(doc.text), len(raw),
-                   splitter.point(digest) < eval_fraction, doc.source)
-        c.docs += 1
-        c.bytes += len(raw)
-        c.tokens += len(tokens)
-        if (cap_b is not None and c.bytes >= cap_b) or (cap_t is not None and c.tokens >= cap_t):
+    for doc in stream:
+        writer.add(doc)
+        if ((cap_b is not None and writer.bytes >= cap_b)
+                or (cap_t is not None and writer.tokens >= cap_t)):
             return next(stream, None) is None
     return True
 
@@ -198,5 +155,5 @@ def bad_records_message(domain: str, n_bad: int, n_seen: int, limit: float, exam
             "recipe (text_field?), or raise --max-bad-fraction to skip them")
 
 
-def _where(source: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in source.items()) or "a record"
+__all__ = ["CAP_GROWTH", "DomainSettings", "TaskError", "TaskJob", "TaskSpec",
+           "bad_records_message", "encoding", "run_task"]  # TaskError, encoding: re-exported

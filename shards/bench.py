@@ -40,7 +40,7 @@ from shards.audit import audit
 from shards.check import STAMP_NAME
 from shards.console import Out
 from shards.export import ExportConfig, export
-from shards.format import CountsRecord, SplitRecord, content_hash
+from shards.format import SplitRecord, content_hash
 from shards.tokenizer import EOT_ID, load_gpt2
 from shards.verify import verify
 from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
@@ -99,7 +99,7 @@ def generate(root: Path, cfg: BenchConfig) -> Path:
     """Write the 3-domain benchmark dataset under `root`; returns it."""
     enc = load_gpt2()
     splits_by_domain: dict[str, dict[str, SplitRecord]] = {}
-    counts: dict[str, CountsRecord] = {}
+    counts: dict[str, dict[str, int]] = {}
     for i, (name, gen) in enumerate(GENERATORS.items()):
         rng = np.random.default_rng([cfg.seed, i])
         texts: list[str] = []
@@ -122,7 +122,7 @@ def generate(root: Path, cfg: BenchConfig) -> Path:
                              for k, (t, d) in enumerate(zip(batch, ids, strict=True))])
             records[sname] = w.close()
         splits_by_domain[name] = records
-        counts[name] = CountsRecord(docs_seen=len(texts), docs_kept=len(texts), bytes_kept=size)
+        counts[name] = {"docs_seen": len(texts), "docs_kept": len(texts), "bytes_kept": size}
     write_manifest(root, manifest_for(splits_by_domain, origin="shards.bench",
                                       block_size=cfg.block_size, shard_tokens=cfg.shard_tokens,
                                       seed=cfg.seed, eval_fraction=1 / cfg.eval_every,
@@ -227,7 +227,7 @@ def run(cfg: BenchConfig, workdir: Path, out: Out) -> dict[str, float]:
     t0 = time.perf_counter()
     result = audit(shards.open(root))
     audit_s = time.perf_counter() - t0
-    text_mb = sum(d.counts.bytes_kept for d in shards.open(root).manifest.domains.values()) / 1e6
+    text_mb = sum(d.counts["bytes_kept"] for d in shards.open(root).manifest.domains.values()) / 1e6
     figures = {
         "text_mb": text_mb,
         "shard_mb": nbytes / 1e6,

@@ -18,6 +18,16 @@ Every line of the document index describes one document, in stream order::
 ``offset`` is the document's first token within ``shard``; ``tokens`` counts its EOT, and a
 document may run on into the following shard(s). ``sha256`` is :func:`content_hash` of the
 document text; ``source`` is its provenance (file, repo_name/path, article title, ...).
+
+Each domain's ``counts`` is an open mapping, counter name -> count, in pipeline order: what
+prep's steps and commit did to the documents (``docs_seen``, ``docs_filtered``,
+``docs_deduplicated``, ``docs_kept``, ...). A name is lowercase ``[a-z][a-z0-9_]*``, or
+``<name>:<key>`` for one of a family of keyed counts (``docs_decontaminated:bench/mmlu.jsonl``);
+readers show what is there and never need to know a counter in advance.
+
+Format versions: 2 (this one) has the open ``counts`` mapping and each domain's ``steps`` and
+``commit_hooks``. Version 1 manifests (prep before the pipeline of steps) are read as well:
+their ``counts`` is the same JSON object with a fixed set of 13 names, and they lack the lists.
 """
 
 from __future__ import annotations
@@ -35,13 +45,15 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "moe-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)  # format versions this reader understands
 MANIFEST_NAME = "manifest.json"
 DOC_INDEX_NAME = "docs.jsonl.zst"
 TOKEN_DTYPE = np.dtype("<u2")
 TOKEN_BYTES = TOKEN_DTYPE.itemsize
 SPLITS = ("train", "eval")
 DOMAIN_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+COUNTER_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}(:[^\x00-\x1f]{1,200})?$")
 
 
 class FormatError(ValueError):
@@ -111,26 +123,6 @@ class SplitRecord:
 
 
 @dataclass
-class CountsRecord:
-    """What happened to the documents of one domain, in pipeline order."""
-
-    docs_seen: int = 0  # records read from the source (after grouping)
-    bytes_seen: int = 0  # UTF-8 bytes of formatted documents read
-    docs_bad: int = 0  # records skipped as unreadable (missing text field, undecodable file)
-    docs_empty: int = 0  # empty after formatting
-    docs_too_short: int = 0  # fewer than min_chars characters
-    docs_too_long: int = 0  # more than max_chars characters
-    docs_filtered: int = 0  # empty + too short + too long
-    docs_deduplicated: int = 0  # exact duplicates of a kept document (content hash), any domain
-    docs_split_conflicts: int = 0  # kept by an earlier domain on the other side of the split;
-    #                                0 since prep removes duplicates across domains (see below)
-    docs_kept: int = 0  # written to a split
-    bytes_kept: int = 0  # UTF-8 bytes of the kept documents
-    docs_deduplicated_across_domains: int = 0  # of docs_deduplicated: kept by an earlier domain
-    docs_over_budget: int = 0  # read and passed the filters, but the budget was already reached
-
-
-@dataclass
 class LeakageRecord:
     """No eval document's content hash may occur among the train documents."""
 
@@ -151,18 +143,21 @@ class DomainRecord:
     min_chars: int
     max_chars: int
     eval_fraction: float
-    counts: CountsRecord
+    counts: dict[str, int]  # counter name -> count (see the module docstring)
     leakage: LeakageRecord
     splits: dict[str, SplitRecord]
     # How the document order was built (prep.order) and which partitions of the source were
     # read, each with its counts and provenance (files and sha256). Absent from older manifests.
     order: dict[str, Any] = field(default_factory=dict)
     partitions: list[dict[str, Any]] = field(default_factory=list)
+    # The worker steps each task ran and the commit hooks, in order (absent before version 2).
+    steps: list[str] = field(default_factory=list)
+    commit_hooks: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DomainRecord:
         d = dict(d)
-        d["counts"] = CountsRecord(**d["counts"])
+        d["counts"] = dict(d["counts"])
         d["leakage"] = LeakageRecord(**d["leakage"])
         d["splits"] = {k: SplitRecord.from_dict(v) for k, v in d["splits"].items()}
         return cls(**d)
@@ -203,11 +198,11 @@ class Manifest:
             raise FormatError(f"{source}: not a {FORMAT_NAME} manifest (field 'format' is "
                               f"{d.get('format') if isinstance(d, dict) else None!r})")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS or isinstance(version, bool):
             raise FormatError(
                 f"{source}: unknown format_version {version!r}; this reader understands "
-                f"version {FORMAT_VERSION}. Re-run `python -m prep` with this version, or "
-                "install the version of this package that wrote it."
+                f"versions {', '.join(map(str, READ_VERSIONS))}. Re-run `python -m prep` with "
+                "this version, or install the version of this package that wrote it."
             )
         check_manifest_values(d, source)
         names = {f.name for f in fields(cls)}
@@ -283,6 +278,10 @@ def check_manifest_values(d: Any, source: str = MANIFEST_NAME) -> None:
         if sorted(dom["splits"]) != sorted(SPLITS):
             raise FormatError(f"{source}: domains.{name}.splits must hold exactly "
                               f"{' and '.join(SPLITS)}, found {sorted(dom['splits'])!r}")
+        for key in dom["counts"]:
+            if not COUNTER_RE.match(key):
+                raise _bad(source, f"domains.{name}.counts key", key, "a counter name: "
+                           "[a-z][a-z0-9_]*, optionally followed by ':<key>'")
     bs, st, tok = d["block_size"], d["shard_tokens"], d["tokenizer"]
     if st % bs:
         raise FormatError(f"{source}: shard_tokens={st} is not a multiple of block_size={bs}; "

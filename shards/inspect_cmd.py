@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import shards
 from shards.console import Out
+from shards.format import DomainRecord
 from shards.reader import Dataset
+
+
+def counter_rows(domains: Mapping[str, DomainRecord]) -> list[tuple[str, list[int | None]]]:
+    """(counter, its value in each domain or None) for every counter any domain has, in the
+    order the domains list them (`counts` is an open mapping: no counter is known here)."""
+    keys = dict.fromkeys(k for rec in domains.values() for k in rec.counts)
+    return [(k, [rec.counts.get(k) for rec in domains.values()]) for k in keys]
 
 
 def facts(ds: Dataset) -> dict[str, Any]:
@@ -50,7 +59,6 @@ def facts(ds: Dataset) -> dict[str, Any]:
                               "sha256": rec.doc_index.sha256},
             }
         total = sum(s["docs"] for s in splits.values())
-        c = d.counts
         domains[name] = {
             "source": d.source,
             "eval_fraction": d.eval_fraction,
@@ -59,18 +67,14 @@ def facts(ds: Dataset) -> dict[str, Any]:
             "min_chars": d.min_chars,
             "max_chars": d.max_chars,
             "budget_reached": d.budget_reached,
-            "docs_seen": c.docs_seen,
-            "docs_kept": c.docs_kept,
-            "docs_filtered": c.docs_filtered,
-            "docs_empty": c.docs_empty,
-            "docs_too_short": c.docs_too_short,
-            "docs_too_long": c.docs_too_long,
-            "docs_deduplicated": c.docs_deduplicated,
-            "docs_bad": c.docs_bad,
+            "steps": d.steps,
+            "commit_hooks": d.commit_hooks,
+            "counts": dict(d.counts),
             "leakage": vars(d.leakage),
             "splits": splits,
         }
-    return {"config": config, "domains": domains, "run": m.run}
+    return {"config": config, "domains": domains,
+            "counts": [[k, *v] for k, v in counter_rows(m.domains)], "run": m.run}
 
 
 def show(info: dict[str, Any], out: Out) -> None:
@@ -87,13 +91,13 @@ def show(info: dict[str, Any], out: Out) -> None:
     for name, d in info["domains"].items():
         src = d["source"].get("reader") or d["source"].get("source") or ""
         rows.append([name, src, f"{d['eval_share']:.3f} / {d['eval_fraction']}",
-                     d["shuffle_buffer"], d["docs_seen"], d["docs_kept"], d["docs_filtered"],
-                     d["docs_deduplicated"], d["docs_bad"],
-                     "yes" if d["budget_reached"] else "no",
-                     "pass" if d["leakage"]["passed"] else "FAIL"])
-    out.table("domains", ["domain", "source", "eval share / target", "shuffle buffer", "seen",
-                          "kept", "filtered", "deduplicated", "bad", "budget reached",
-                          "leakage"], rows)
+                     d["shuffle_buffer"], "yes" if d["budget_reached"] else "no",
+                     "pass" if d["leakage"]["passed"] else "FAIL",
+                     " ".join(d["steps"] + [f"commit:{h}" for h in d["commit_hooks"]])])
+    out.table("domains", ["domain", "source", "eval share / target", "shuffle buffer",
+                          "budget reached", "leakage", "pipeline"], rows)
+    out.table("counts", ["counter", *info["domains"]],
+              [[k, *("" if v is None else v for v in values)] for k, *values in info["counts"]])
     rows = []
     for d in info["domains"].values():
         for s in d["splits"].values():

@@ -20,7 +20,6 @@ from shards.format import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     TOKEN_BYTES,
-    CountsRecord,
     DocIndexRecord,
     DomainRecord,
     FormatError,
@@ -191,7 +190,7 @@ def write_manifest(root: Path, manifest: Manifest) -> Path:
 
 def manifest_for(splits: Mapping[str, Mapping[str, SplitRecord]], *, origin: str,
                  block_size: int, shard_tokens: int, seed: int = 0, eval_fraction: float = 0.0,
-                 shuffle_buffer: int = 1, counts: Mapping[str, CountsRecord] | None = None,
+                 shuffle_buffer: int = 1, counts: Mapping[str, dict[str, int]] | None = None,
                  leakage: Mapping[str, LeakageRecord] | None = None) -> Manifest:
     """The manifest of splits written with SplitWriter outside `prep` (tests, benchmarks).
 
@@ -204,7 +203,7 @@ def manifest_for(splits: Mapping[str, Mapping[str, SplitRecord]], *, origin: str
             name=name, source={"reader": origin, "synthetic": True}, format_rules=[origin],
             shuffle_buffer=shuffle_buffer, size_budget_bytes=None, token_budget=None, budget_reached=False,
             min_chars=0, max_chars=0, eval_fraction=eval_fraction,
-            counts=(counts or {}).get(name) or CountsRecord(),
+            counts=dict((counts or {}).get(name) or {}),
             leakage=(leakage or {}).get(name) or passed, splits=dict(recs))
         for name, recs in splits.items()
     }

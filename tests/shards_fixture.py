@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tiktoken
 
-from shards.format import CountsRecord, LeakageRecord, SplitRecord, content_hash
+from shards.format import LeakageRecord, SplitRecord, content_hash
 from shards.tokenizer import encode_document, load_gpt2
 from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
 
@@ -44,11 +44,12 @@ def make_dataset(tmp_path: Path, docs_by_domain_split: Mapping[str, Mapping[str,
     hashes = {(d, s): {content_hash(_text(x)) for x in docs}
               for d, splits in docs_by_domain_split.items() for s, docs in splits.items()}
     records: dict[str, dict[str, SplitRecord]] = {}
-    counts: dict[str, CountsRecord] = {}
+    counts: dict[str, dict[str, int]] = {}
     leakage: dict[str, LeakageRecord] = {}
     for dname, splits in docs_by_domain_split.items():
         records[dname] = {}
-        counts[dname] = c = CountsRecord()
+        counts[dname] = c = dict.fromkeys(
+            ("docs_seen", "bytes_seen", "docs_kept", "bytes_kept"), 0)
         for sname in ("train", "eval"):
             writer = SplitWriter(root, dname, sname, shard_tokens, block_size)
             for i, doc in enumerate(splits.get(sname, [])):
@@ -57,10 +58,10 @@ def make_dataset(tmp_path: Path, docs_by_domain_split: Mapping[str, Mapping[str,
                 nbytes = len(text.encode("utf-8"))
                 writer.add(toks, [DocEntry(tokens=len(toks), chars=len(text), nbytes=nbytes,
                                            sha256=content_hash(text), source=dict(source))])
-                c.docs_seen += 1
-                c.docs_kept += 1
-                c.bytes_seen += nbytes
-                c.bytes_kept += nbytes
+                c["docs_seen"] += 1
+                c["docs_kept"] += 1
+                c["bytes_seen"] += nbytes
+                c["bytes_kept"] += nbytes
             records[dname][sname] = writer.close()
         train = hashes.get((dname, "train"), set())
         leaks = len(hashes.get((dname, "eval"), set()) & train)

@@ -244,7 +244,7 @@ def test_manifest_records_config_source_order_and_tokenizer(tmp_path, jsonl_reci
                     "--shuffle-buffer", "123", "--shuffle-buffer-mb", "2",
                     "--eval-fraction", "0.1") == 0
     m = manifest(out)
-    assert (m["format"], m["format_version"]) == ("moe-shards", 1)
+    assert (m["format"], m["format_version"]) == ("moe-shards", 2)
     assert m["tokenizer"]["eot_id"] == 50256 and m["tokenizer"]["vocab_size"] == 50257
     assert m["tokenizer"]["ranks_sha256"].startswith("306cd27f")
     dom = m["domains"]["alpha"]
@@ -260,6 +260,8 @@ def test_manifest_records_config_source_order_and_tokenizer(tmp_path, jsonl_reci
     assert set(dom["counts"]) >= {"docs_seen", "docs_kept", "docs_bad", "docs_deduplicated",
                                   "bytes_seen", "bytes_kept", "docs_too_short", "docs_too_long",
                                   "docs_over_budget", "docs_deduplicated_across_domains"}
+    assert dom["steps"] == ["read", "length_filter", "shuffle", "hash_split", "tokenize"]
+    assert dom["commit_hooks"] == ["exact_dedup"]
 
 
 def test_refuses_to_overwrite_a_finished_dataset(tmp_path, jsonl_recipe, capsys):

@@ -101,21 +101,21 @@ def test_forked_workers_inherit_the_coordinators_tokenizer(corpus, straight, tmp
     never load it again (each load is ~0.1 s of a worker's start), and the bytes are the same."""
     import os
 
-    import prep.task
+    import prep.steps.builtin as builtin
 
     loads = tmp_path / "loads"
-    real = prep.task.load_gpt2
+    real = builtin.load_gpt2
 
     def counted(path):
         with open(loads, "a") as f:
             f.write(f"{os.getpid()}\n")
         return real(path)
 
-    prep.task.encoding.cache_clear()
-    monkeypatch.setattr(prep.task, "load_gpt2", counted)
+    builtin.encoding.cache_clear()
+    monkeypatch.setattr(builtin, "load_gpt2", counted)
     out = tmp_path / "out"
     assert run_prep("--recipe", str(corpus), "--out", str(out), "--workers", "2", *OPTS) == 0
-    prep.task.encoding.cache_clear()
+    builtin.encoding.cache_clear()
     assert loads.read_text().split() == [str(os.getpid())]  # once, here; no worker loaded it
     same_dataset(out, straight)
 
@@ -129,7 +129,7 @@ def test_shards_written_in_pieces_equal_whole_shards(corpus, tmp_path, monkeypat
     whole = tmp_path / "whole"
     assert run_prep("--recipe", str(corpus), "--out", str(whole), *opts) == 0
     planned: list[assemble.SplitJobs] = []
-    real = assemble.split_jobs
+    real = assemble.jobs_for_split
 
     def recorded(*args):
         jobs = real(*args)
@@ -137,7 +137,7 @@ def test_shards_written_in_pieces_equal_whole_shards(corpus, tmp_path, monkeypat
         return jobs
 
     monkeypatch.setattr(assemble, "PIECE_MIN_TOKENS", 300)
-    monkeypatch.setattr(assemble, "split_jobs", recorded)
+    monkeypatch.setattr(assemble, "jobs_for_split", recorded)
     pieces = tmp_path / "pieces"
     assert run_prep("--recipe", str(corpus), "--out", str(pieces), *opts) == 0
     same_dataset(pieces, whole)

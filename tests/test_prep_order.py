@@ -5,7 +5,7 @@ import random
 
 import numpy as np
 
-from prep.dedup import KeySet, first_occurrences, split_keys
+from prep.dedup import KeySet, digest_keys, first_occurrences
 from prep.order import merge, permutation, splitmix64, uniform_below
 from prep.shuffle import ShuffleBuffer
 from prep.split import EVAL, TRAIN, Splitter, assign_split, split_point
@@ -141,7 +141,7 @@ def test_leakage_check_compares_low_halves_where_high_halves_repeat(monkeypatch)
 def test_keyset_and_first_occurrences():
     digests = np.frombuffer(b"".join(hashlib.sha256(str(i).encode()).digest()
                                      for i in range(5000)), np.uint8).reshape(-1, 32)
-    hi, lo = split_keys(digests)
+    hi, lo = digest_keys(digests)
     ks = KeySet()
     for a, b in ((0, 1000), (1000, 1500), (1500, 3000)):
         ks.add(hi[a:b], lo[a:b])

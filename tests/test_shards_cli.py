@@ -59,7 +59,10 @@ def test_inspect_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = info["domains"]["code"]
     assert code["splits"]["train"]["docs"] == 40
     assert code["eval_share"] == 1 / 41
-    assert code["docs_filtered"] == 0 and code["docs_deduplicated"] == 0
+    size = sum(len(t.encode()) for t, _ in CODE["train"] + CODE["eval"])
+    assert code["counts"] == {"docs_seen": 41, "bytes_seen": size, "docs_kept": 41,
+                              "bytes_kept": size}
+    assert info["counts"][0] == ["docs_seen", 41, 14]  # counter, then one value per domain
     assert code["shuffle_buffer"] == 1000
     assert [s["path"] for s in code["splits"]["train"]["shards"]] == [
         s.path for s in ds.manifest.domains["code"].splits["train"].shards]

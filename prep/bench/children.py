@@ -182,12 +182,12 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
 
     import weakref
 
-    import prep.commit as commit_mod
+    import prep.dedup as dedup_mod
 
     live: weakref.WeakSet[Any] = weakref.WeakSet()
     info["dedup_peak_bytes"] = 0
 
-    class MeasuredKeySet(commit_mod.KeySet):  # type: ignore[misc, valid-type]
+    class MeasuredKeySet(dedup_mod.KeySet):  # type: ignore[misc, valid-type]
         """The commit's key sets, their memory measured around every call that allocates:
         held (KeySet.nbytes of every live set) + the call's traced peak (temporaries)."""
 
@@ -216,7 +216,7 @@ def prep(argv: list[str]) -> tuple[int, dict[str, Any]]:
             info["dedup_keys"] = len(self)
             return self._traced(super().all_unique)
 
-    commit_mod.KeySet = MeasuredKeySet
+    dedup_mod.KeySet = MeasuredKeySet
     run_mod.make_executor = make_executor
     sampler.start()
     t0 = time.perf_counter()
