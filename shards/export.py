@@ -21,7 +21,7 @@ Splits without tokens get no file (both readers refuse empty files); export.json
 
 The export streams the tokens once, one chunk in memory whatever the size, every source byte
 checked against the manifest's sha256 and every token id against the vocabulary on the way
-(`shards.stream`); Megatron's document boundaries are the EOTs found in that same pass (prep
+(`shards.scan.token_chunks`); Megatron's document boundaries are the EOTs found in that same pass (prep
 encodes text with no special token, so EOT ends documents and nothing else; the count is checked
 against the manifest, and `shards verify` checks each against the document index).
 

@@ -1,6 +1,6 @@
 """The two file formats of `shards export`: Megatron-LM's indexed dataset and llm.c's token files.
 
-Each writer streams one split (`shards.stream.token_chunks`: one chunk in memory, every source
+Each writer streams one split (`shards.scan.token_chunks`: one chunk in memory, every source
 byte and token id checked) into files under a staging directory and returns their records
 (path, size, sha256). See `shards.export` for the layout of an export and its manifest.
 
@@ -26,8 +26,9 @@ import numpy as np
 
 from shards import atomic
 from shards.format import TOKEN_BYTES, FormatError
+from shards.hashing import hash_range
 from shards.reader import Split
-from shards.stream import token_chunks
+from shards.scan import token_chunks
 
 
 class ExportError(ValueError):
@@ -61,15 +62,9 @@ class FileRecord:
 
 def _hash_file(f: Any, size: int) -> str:
     f.flush()
-    f.seek(0)
     h = hashlib.sha256()
-    left = size
-    while left:
-        block = f.read(min(left, 8 << 20))
-        if not block:
-            raise OSError(f"{f.name}: ended after {size - left} of {size} bytes written")
-        h.update(block)
-        left -= len(block)
+    if (n := hash_range(h, f, 0, size)) != size:
+        raise OSError(f"{f.name}: ended after {n} of {size} bytes written")
     return h.hexdigest()
 
 

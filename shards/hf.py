@@ -10,7 +10,7 @@ provenance as a JSON object in a string (provenance keys differ between sources 
 one schema: ``json.loads(row["source"])`` gives the dict back). ``hf.with_format("torch")``
 gives tensors, ready for a `transformers` collator.
 
-The rows come from a generator (`datasets.Dataset.from_generator`) over `shards.stream`, so
+The rows come from a generator (`datasets.Dataset.from_generator`) over `shards.scan.documents`, so
 memory stays bounded whatever the split's size, and every shard and index byte is checked against
 the manifest on the way. `datasets` writes them to its Arrow cache (``cache_dir``, by default
 ``~/.cache/huggingface/datasets``) and names the cache entry by a hash of the generator and its
@@ -32,7 +32,7 @@ from datasets.exceptions import DatasetGenerationError
 import shards
 from shards.format import FormatError
 from shards.reader import Dataset
-from shards.stream import documents
+from shards.scan import documents
 
 HF_LAYOUT_VERSION = 1  # part of the cache key: bump when the rows' layout changes
 

@@ -12,16 +12,12 @@ them, never a copy.
 from __future__ import annotations
 
 import functools
-import io
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 import tiktoken
-import zstandard
 
 from shards.check import DataCheck, check_files
 from shards.format import (
@@ -31,6 +27,7 @@ from shards.format import (
     FormatError,
     Manifest,
 )
+from shards.scan import DocInfo, read_doc_index
 from shards.tokenizer import EOT_ID, load_gpt2
 
 
@@ -49,19 +46,6 @@ class SplitNotFoundError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0])
-
-
-@dataclass
-class DocInfo:
-    """One line of a split's document index, with its position in the index."""
-
-    index: int  # position in the split's stream order
-    shard: int  # shard holding the first token
-    offset: int  # first token within that shard
-    tokens: int  # EOT included
-    chars: int
-    sha256: str  # shards.format.content_hash of the text
-    source: dict[str, Any]  # provenance
 
 
 # --------------------------------------------------------------------------- validation
@@ -168,38 +152,6 @@ def decode(tokens: np.ndarray | list[int]) -> str:
     ids = np.asarray(tokens)
     ids = ids[ids != EOT_ID]
     return _gpt2().decode_bytes(ids.tolist()).decode("utf-8", errors="replace")
-
-
-def read_doc_index(path: Path) -> list[DocInfo]:
-    """Parse a zstd JSON-lines document index; errors name the file and line."""
-    raw = path.read_bytes()
-    try:
-        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-    except zstandard.ZstdError as e:
-        raise FormatError(f"{path}: document index is not valid zstandard data ({e}); re-copy "
-                          "the dataset or re-run prep") from e
-    lines = [x for x in data.splitlines() if x.strip()]
-    try:  # one parse for the whole index; line by line only to name a bad line
-        rows = json.loads(b"[" + b",".join(lines) + b"]")
-        return [DocInfo(index=k, shard=int(d["shard"]), offset=int(d["offset"]),
-                        tokens=int(d["tokens"]), chars=int(d["chars"]), sha256=str(d["sha256"]),
-                        source=dict(d.get("source") or {})) for k, d in enumerate(rows)]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    docs: list[DocInfo] = []
-    for n, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            docs.append(DocInfo(index=len(docs), shard=int(d["shard"]),
-                                offset=int(d["offset"]), tokens=int(d["tokens"]),
-                                chars=int(d["chars"]), sha256=str(d["sha256"]),
-                                source=dict(d.get("source") or {})))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise FormatError(f"{path}: line {n}: not a document record ({e!r}); expected "
-                              '{"shard", "offset", "tokens", "chars", "sha256", "source"}') from e
-    return docs
 
 
 # --------------------------------------------------------------------------- splits

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from shards.atomic import atomic_open
+from shards.hashing import hash_range
 
 CKPT_NAME = "ckpt.pt"
 # test hook: SIGKILL this process while it writes the checkpoint of step N (temp file half done)
@@ -104,15 +105,8 @@ def checksum_status(path: str | Path) -> str | None:
         if recorded is None:
             return ("it has no checksum trailer: the file is truncated, or was not written by "
                     "this version of train/moe.py")
-        f.seek(0)
         h = hashlib.sha256()
-        left = size - TRAILER_LEN
-        while left > 0:
-            chunk = f.read(min(8 << 20, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
+        hash_range(h, f, 0, size - TRAILER_LEN)
     if h.hexdigest() != recorded:
         return (f"its sha256 {h.hexdigest()[:16]}... is not the {recorded[:16]}... recorded "
                 "when it was written: the file is damaged")
