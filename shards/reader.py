@@ -28,7 +28,7 @@ from shards.format import (
     Manifest,
 )
 from shards.scan import DocInfo, read_doc_index
-from shards.tokenizer import EOT_ID, load_gpt2
+from shards.tokenizer import EOT_ID, VOCAB_SIZE, load_gpt2
 
 
 class DatasetError(FormatError):
@@ -148,8 +148,14 @@ def _gpt2() -> tiktoken.Encoding:
 
 
 def decode(tokens: np.ndarray | list[int]) -> str:
-    """GPT-2 text of `tokens`, EOT tokens stripped."""
-    ids = np.asarray(tokens)
+    """GPT-2 text of `tokens`, EOT tokens stripped. An id outside the vocabulary is never
+    decoded: FormatError names it and its position (`Split.document_text` names its file)."""
+    ids = np.asarray(tokens, dtype=np.int64)
+    bad = np.flatnonzero((ids < 0) | (ids >= VOCAB_SIZE))
+    if len(bad):
+        raise FormatError(f"token id {int(ids[bad[0]])} at position {int(bad[0])} is not in the "
+                          f"GPT-2 vocabulary (ids 0..{VOCAB_SIZE - 1}): it cannot be decoded; "
+                          "the tokens are damaged")
     ids = ids[ids != EOT_ID]
     return _gpt2().decode_bytes(ids.tolist()).decode("utf-8", errors="replace")
 
@@ -254,13 +260,40 @@ class Split:
         return docs[k]
 
     def document_tokens(self, k: int) -> np.ndarray:
-        """Document `k`'s tokens, its EOT included."""
+        """Document `k`'s tokens, its EOT included; FormatError when the index places it
+        outside the split's tokens (index and shards disagree)."""
         doc = self.document(k)
         start = int(self.doc_starts[k])
+        if not 0 <= start <= start + doc.tokens <= self.num_tokens or doc.tokens < 1:
+            raise FormatError(
+                f"{self.dataset.root / self.record.doc_index.path}: document {k} spans tokens "
+                f"[{start}, {start + doc.tokens}) but {self.domain}/{self.name} holds "
+                f"{self.num_tokens}: the index and the shards disagree; run `python -m shards "
+                "verify`")
         return self.tokens(start, start + doc.tokens)
 
+    def token_problem(self, start: int, tokens: np.ndarray, what: str = "") -> str | None:
+        """The problem line for an id >= the vocabulary in `tokens` (the split's tokens from
+        `start`): the shard file, the token offset in it and the id; None when all are valid."""
+        bad = np.flatnonzero(tokens >= self.dataset.vocab_size)
+        if not len(bad):
+            return None
+        pos = start + int(bad[0])
+        s = self._locate(pos)
+        return (f"{self.dataset.root / self.record.shards[s].path}: token id {int(tokens[bad[0]])} "
+                f"at token offset {pos - int(self.shard_starts[s])}{what} is >= the vocabulary "
+                f"size {self.dataset.vocab_size}: the shard is damaged; run `python -m shards "
+                "verify` and re-copy the dataset or re-run prep")
+
     def document_text(self, k: int) -> str:
-        return decode(self.document_tokens(k))
+        """Document `k`'s text; FormatError naming the shard, the offset and the id when a
+        token of it is outside the vocabulary (never decoded)."""
+        toks = self.document_tokens(k)
+        problem = self.token_problem(int(self.doc_starts[k]), toks,
+                                     f" (document {k} of {self.domain}/{self.name})")
+        if problem:
+            raise FormatError(problem)
+        return decode(toks)
 
 
 # --------------------------------------------------------------------------- datasets

@@ -10,6 +10,8 @@ manifest is filled in as `prep` would (counts, leakage by content hash) and writ
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,33 @@ def domain_docs(rng: np.random.Generator, n_train: int, n_eval: int,
 def words_doc(rng: np.random.Generator, n_words: int, vocab: Sequence[str]) -> str:
     """A document of `n_words` words drawn from `vocab` (seeded, for generated test data)."""
     return " ".join(vocab[i] for i in rng.integers(0, len(vocab), n_words)) + "\n"
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def set_token(path: Path, pos: int, value: int) -> int:
+    """Overwrite token `pos` of a shard with `value`; returns the id it held."""
+    toks = np.fromfile(path, dtype="<u2")
+    old = int(toks[pos])
+    toks[pos] = value
+    toks.tofile(path)
+    return old
+
+
+def non_eot_position(path: Path, eot: int = 50256) -> int:
+    """The first token of a shard that is not EOT (so that a change keeps the EOT count)."""
+    return int(np.flatnonzero(np.fromfile(path, dtype="<u2") != eot)[0])
+
+
+def match_manifest(root: Path) -> None:
+    """Set every shard's and index's bytes and sha256 in the manifest to the files' own, as
+    someone who edited a shard and 'fixed' the manifest would: only the data can tell."""
+    mpath = root / "manifest.json"
+    m = json.loads(mpath.read_text())
+    for dom in m["domains"].values():
+        for rec in dom["splits"].values():
+            for f in [*rec["shards"], rec["doc_index"]]:
+                data = (root / f["path"]).read_bytes()
+                f["bytes"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    mpath.write_text(json.dumps(m))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from shards_fixture import make_dataset
+from shards_fixture import make_dataset, match_manifest, non_eot_position, set_token
 
 import shards
 from shards.__main__ import main
@@ -89,6 +91,51 @@ def test_sample_json_has_text_and_provenance(root: Path,
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert sorted(r["text"] for r in rows) == sorted(PROSE["eval"])
     assert all(r["hash_ok"] and r["split"] == "eval" for r in rows)
+
+
+def sample_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "shards", "sample", str(root), *args],
+                       capture_output=True, text=True)
+    assert "Traceback" not in r.stdout + r.stderr and r.stderr == "", r.stderr
+    return r
+
+
+@pytest.mark.parametrize("fix_manifest", [False, True])
+def test_sample_reports_a_flipped_bit_as_a_problem(root: Path, tmp_path: Path,
+                                                   fix_manifest: bool) -> None:
+    copy = Path(shutil.copytree(root, tmp_path / "copy"))
+    p = copy / "prose/train/shard_00001.bin"
+    pos = int(np.flatnonzero(np.fromfile(p, "<u2") == 27149)[0])  # " prose"
+    set_token(p, pos, 27149 ^ 0x8000)  # one real bit flip, as 21412 -> 54180: not an id
+    if fix_manifest:
+        match_manifest(copy)
+    r = sample_cli(copy, "--domain", "prose", "-n", "100")
+    assert r.returncode == 1
+    want = f"PROBLEM: {p}: token id {27149 ^ 0x8000} at token offset {pos} (document "
+    lines = [x for x in r.stdout.splitlines() if x.startswith(want)]
+    assert len(lines) == 2, r.stdout  # where the document would print, and in the summary
+    assert lines[0].endswith("of prose/train) is >= the vocabulary size 50257: the shard is "
+                             "damaged; run `python -m shards verify` and re-copy the dataset or "
+                             "re-run prep")
+    assert r.stdout.rstrip().endswith(f"FAILED: 1 of 12 sampled documents are damaged; run "
+                                      f"`python -m shards verify {copy}`")
+    r = sample_cli(copy, "--domain", "prose", "-n", "100", "--json")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 1 and len(rows) == 12
+    assert [x["problem"][:len(want) - 9] for x in rows if x["problem"]] == [want[9:]]
+
+
+def test_sample_reports_text_that_is_not_the_index_s(root: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(root, tmp_path / "copy"))
+    p = copy / "code/train/shard_00000.bin"
+    pos = non_eot_position(p)
+    set_token(p, pos, set_token(p, pos, 0) ^ 0x0001)  # a valid id: other text
+    r = sample_cli(copy, "--domain", "code", "-n", "100")
+    assert r.returncode == 1
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("PROBLEM: ")]
+    assert re.fullmatch(r"PROBLEM: code/train document \d+: its tokens decode to text with "
+                        r"sha256 [0-9a-f]{16}\.\.\., the index says [0-9a-f]{16}\.\.\.: tokens "
+                        r"and index disagree; run `python -m shards verify`", line)
 
 
 def test_errors_are_clear(root: Path, tmp_path: Path,

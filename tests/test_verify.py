@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zstandard
-from shards_fixture import make_dataset
+from shards_fixture import make_dataset, match_manifest, non_eot_position, set_token
 
 from shards.__main__ import main
 from shards.format import content_hash
@@ -81,6 +83,65 @@ def test_truncated_shard_is_a_problem_not_a_crash(root: Path,
     out = capsys.readouterr().out
     assert f"PROBLEM: {p}: size 10 bytes but the manifest declares 128 bytes" in out
     assert "FAILED: 1 problem(s)" in out
+
+
+def verify_cli(root: Path) -> tuple[int, list[str]]:
+    """`python -m shards verify` in its own process: (exit status, its PROBLEM lines); no
+    traceback, nothing on stderr."""
+    r = subprocess.run([sys.executable, "-m", "shards", "verify", str(root)],
+                       capture_output=True, text=True)
+    assert "Traceback" not in r.stdout + r.stderr and r.stderr == "", r.stderr
+    return r.returncode, [x[len("PROBLEM: "):] for x in r.stdout.splitlines()
+                          if x.startswith("PROBLEM: ")]
+
+
+@pytest.mark.parametrize("value", [50300, 65535])
+def test_an_id_out_of_the_vocabulary_with_a_matching_sha256_is_a_problem(root: Path,
+                                                                        value: int) -> None:
+    p = root / "code/train/shard_00001.bin"
+    pos = non_eot_position(p)
+    set_token(p, pos, value)
+    match_manifest(root)  # the sha256 agrees: only the token check can see it
+    status, found = verify_cli(root)
+    assert status == 1
+    assert f"{p}: 1 token id(s) >= vocab size 50257 (first at token offset {pos}: {value}); " \
+           "the shard is damaged: re-copy the dataset or re-run prep" in found
+    doc = [x for x in found if x.startswith("code/train: document ")]
+    assert len(doc) == 1 and doc[0].endswith(
+        f"holds token id {value} at token offset {pos} of code/train/shard_00001.bin, >= vocab "
+        "size 50257: not decoded")
+
+
+def test_two_shards_swapped_with_their_manifest_entries_are_problems(root: Path) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    a = m["domains"]["code"]["splits"]["eval"]["shards"][0]
+    b = m["domains"]["prose"]["splits"]["eval"]["shards"][0]
+    assert a["tokens"] != b["tokens"]
+    da, db = (root / a["path"]).read_bytes(), (root / b["path"]).read_bytes()
+    (root / a["path"]).write_bytes(db)
+    (root / b["path"]).write_bytes(da)
+    for k in ("tokens", "bytes", "sha256"):  # each file's record follows it
+        a[k], b[k] = b[k], a[k]
+    (root / "manifest.json").write_text(json.dumps(m))
+    status, found = verify_cli(root)
+    assert status == 1
+    assert found == [
+        f"{root / 'manifest.json'}: domains.code.splits.eval: tokens=10 but its shards declare "
+        "4 tokens in all; the manifest is inconsistent: re-run prep",
+        f"{root / 'manifest.json'}: domains.prose.splits.eval: tokens=4 but its shards declare "
+        "10 tokens in all; the manifest is inconsistent: re-run prep"]
+
+
+def test_two_shards_of_a_split_swapped_with_their_entries_are_problems(root: Path) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    shards = m["domains"]["code"]["splits"]["train"]["shards"]
+    assert shards[0]["tokens"] != shards[-1]["tokens"]  # a full shard and the short last one
+    shards[0], shards[-1] = shards[-1], shards[0]  # the entries, paths and all, change places
+    (root / "manifest.json").write_text(json.dumps(m))
+    status, found = verify_cli(root)
+    assert status == 1 and found
+    assert f"manifest: {shards[0]['path']} holds {shards[0]['tokens']} tokens; every shard but " \
+           "the last must hold shard_tokens=64" in found
 
 
 def test_missing_manifest_and_unknown_version(root: Path) -> None:
