@@ -31,6 +31,7 @@ from datasets.exceptions import DatasetGenerationError
 
 import shards
 from shards.format import FormatError
+from shards.hashing import distinct
 from shards.reader import Dataset
 from shards.scan import documents
 
@@ -48,8 +49,9 @@ def _rows(root: str, domain: str, split: str, fingerprint: str,
     del layout  # only part of the cache key
     ds = shards.open(root)
     if ds.fingerprint != fingerprint:
+        now, was = distinct(ds.fingerprint, fingerprint, 12)
         raise FormatError(f"{root}: the dataset changed while it was being read (fingerprint "
-                          f"{ds.fingerprint[:12]}, expected {fingerprint[:12]}); call to_hf again")
+                          f"{now}, expected {was}); call to_hf again")
     for doc, ids in documents(ds.split(domain, split)):
         yield {"input_ids": ids, "domain": domain,
                "source": json.dumps(doc.source, ensure_ascii=False)}
