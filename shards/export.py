@@ -50,6 +50,7 @@ from shards import atomic
 from shards.console import Out
 from shards.export_formats import (
     LAYOUTS,
+    LLMC_MAX_FILE_BYTES,
     LLMC_MAX_FILE_TOKENS,
     LLMC_SPLIT_NAME,
     ExportError,
@@ -87,7 +88,8 @@ class ExportConfig:
     shard_tokens: int = field(default=100_000_000, metadata={
         "help": "llmc only: at most this many tokens per file; a split is cut into the fewest "
                 "files of equal size (within one token) that respect it (default: 100000000, "
-                "llm.c's fineweb shard size; at most 2147483647, the header's int32)"})
+                "llm.c's fineweb shard size; at most 1073741311: llm.c seeks with an int, so a "
+                "file stays under 2 GiB)"})
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -205,9 +207,11 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
     t0 = time.perf_counter()
     if cfg.format not in FORMATS:
         raise ExportError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
-    if not 1 <= cfg.shard_tokens <= LLMC_MAX_FILE_TOKENS:
+    if cfg.format == "llmc" and not 1 <= cfg.shard_tokens <= LLMC_MAX_FILE_TOKENS:
         raise ExportError(f"--shard-tokens {cfg.shard_tokens}: must be between 1 and "
-                          f"{LLMC_MAX_FILE_TOKENS} (llm.c's header counts tokens in an int32)")
+                          f"{LLMC_MAX_FILE_TOKENS}: llm.c's dataloader.h seeks with an int offset, "
+                          f"so a file must stay under 2 GiB ({LLMC_MAX_FILE_BYTES} bytes with "
+                          "its 1024-byte header)")
     ds = shards.open(cfg.dir)
     selected = _selected(ds, cfg)
     out = Path(os.path.abspath(cfg.out))

@@ -11,7 +11,10 @@ byte and token id checked) into files under a staging directory and returns thei
   document indices (<i8, 0..n: one sequence per document).
 - llm.c (``llmc/dataloader.h``): a header of 256 little-endian int32 (magic 20240520, version 1
   for uint16 GPT-2 tokens, the token count, zeros), then the tokens. Its loader checks the file
-  size against the count and asserts that every file holds at least B*T*processes+1 tokens.
+  size against the count, asserts that every file holds at least B*T*processes+1 tokens, and
+  seeks with ``fseek(f, (int) current_offset, SEEK_SET)``: a file of 2 GiB or more fails there
+  ("Failed to seek in file"), so a file holds at most LLMC_MAX_FILE_TOKENS tokens (2**31 - 1
+  bytes with the header).
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ MMIDIDX_UINT16 = 8  # Megatron's DType code of numpy.uint16
 LLMC_MAGIC = 20240520
 LLMC_VERSION = 1  # uint16 GPT-2 tokens
 LLMC_HEADER_INTS = 256
-LLMC_MAX_FILE_TOKENS = 2**31 - 1  # the header's int32 token count
+LLMC_HEADER_BYTES = 4 * LLMC_HEADER_INTS
+LLMC_MAX_FILE_BYTES = 2**31 - 1  # dataloader.h seeks with `(int) current_offset`: under 2 GiB
+LLMC_MAX_FILE_TOKENS = (LLMC_MAX_FILE_BYTES - LLMC_HEADER_BYTES) // TOKEN_BYTES  # 1,073,741,311
 LLMC_SPLIT_NAME = {"train": "train", "eval": "val"}
 LAYOUTS = {
     "megatron": "Megatron-LM indexed dataset per split: <prefix>.bin holds the uint16 tokens, "

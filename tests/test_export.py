@@ -19,6 +19,7 @@ import shards
 from shards import atomic
 from shards.__main__ import main
 from shards.export import EXPORT_NAME, KILL_AT_ENV
+from shards.export_formats import LLMC_MAX_FILE_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = {"train": [(f"def f{i}():\n    return {i}\n" * (1 + i % 7), {"repo_name": f"r{i}"})
@@ -123,6 +124,24 @@ def test_llmc_read_back_from_the_documented_layout(root: Path, tmp_path: Path) -
     train = sorted(out.glob("*/*_train_??????.bin"))
     assert [str(p.relative_to(out)) for p in train] == sorted(
         names["code", "train"] + names["prose", "train"])
+
+
+def test_llmc_files_stay_under_the_2_gib_that_llm_c_can_seek(root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    # dataloader.h: fseekCheck(f, (int) current_offset, SEEK_SET); every offset lies in the file
+    assert 1024 + 2 * LLMC_MAX_FILE_TOKENS <= 2**31 - 1 < 1024 + 2 * (LLMC_MAX_FILE_TOKENS + 1)
+    assert LLMC_MAX_FILE_TOKENS == 1_073_741_311
+    for n in (LLMC_MAX_FILE_TOKENS + 1, 2**31 - 1):
+        assert export(root, tmp_path / "o", "--format", "llmc", "--shard-tokens", str(n)) == 2
+        assert capsys.readouterr().err == (
+            f"error: --shard-tokens {n}: must be between 1 and 1073741311: llm.c's dataloader.h "
+            "seeks with an int offset, so a file must stay under 2 GiB (2147483647 bytes with "
+            "its 1024-byte header)\n")
+    assert not (tmp_path / "o").exists()
+    assert export(root, tmp_path / "o", "--format", "llmc", "--shard-tokens",
+                  str(LLMC_MAX_FILE_TOKENS)) == 0
+    assert export(root, tmp_path / "m", "--format", "megatron", "--shard-tokens",
+                  str(2**31)) == 0  # llmc only: Megatron's files have no such limit
 
 
 def test_export_is_deterministic(root: Path, tmp_path: Path) -> None:
