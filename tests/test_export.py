@@ -201,8 +201,10 @@ def test_a_directory_that_is_not_an_export_is_never_replaced(
 def test_help_explains_every_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "shards", "export", "--help"], capture_output=True,
                          text=True, check=True, cwd=REPO).stdout
-    for flag in ("--format {megatron,llmc}", "--out OUT", "--overwrite", "--domain DOMAIN",
-                 "--split {train,eval}", "--shard-tokens SHARD_TOKENS", "dataset directory"):
+    for flag in ("--format {megatron,llmc,nanogpt}", "--out OUT", "--overwrite",
+                 "--domain DOMAIN", "--split {train,eval}", "--shard-tokens SHARD_TOKENS",
+                 "--domain-weights code=1,math=1,prose=1", "--seed SEED",
+                 "--when-exhausted {repeat,stop}", "dataset directory"):
         assert flag in out, flag
     assert "default: 100000000" in out
     assert "export" in subprocess.run([sys.executable, "-m", "shards", "--help"], text=True,
