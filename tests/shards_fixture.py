@@ -2,6 +2,10 @@
 
     root = make_dataset(tmp_path, {"code": {"train": ["def f(): ...", ...], "eval": [...]}})
 
+CLEAN_DOCS is the clean dataset the shards tests start from (conftest.py's `clean_dataset`,
+written once per session, and `clean_copy`, a copy of it to damage); the helpers at the end
+damage a copy as a bad disk or a bad edit would.
+
 A document is a text, or a (text, source) pair whose dict becomes its provenance. Documents
 are tokenized with `shards.tokenizer.encode_document` and written with `SplitWriter`; the
 manifest is filled in as `prep` would (counts, leakage by content hash) and written last.
@@ -29,6 +33,30 @@ Doc = str | tuple[str, dict[str, Any]]
 TINY_RUN = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
             "--lr", "3e-3", "--n-experts", "4", "--moe-layers", "1", "--eval-batch-size", "8",
             "--eval-max-blocks", "2"]
+
+
+# The clean dataset (shards of 64 tokens, blocks of 16): code, 31 train documents of 1-4 lines
+# with provenance (the last, 201 tokens, runs over several shards) and 2 eval; prose, 12 train
+# documents with non-ASCII text and provenance, and 2 eval; math, 8 train documents and no eval
+# document (a split without tokens).
+CLEAN_DOCS: dict[str, dict[str, list[Doc]]] = {
+    "code": {"train": [(f"def f{i}():\n    return {i}\n" * (1 + i % 4),
+                        {"repo_name": f"r{i}", "path": f"p/{i}.py"}) for i in range(30)]
+             + [("x = 1\n" * 50, {"repo_name": "long", "path": "long.py"})],
+             "eval": [("y = 2\n", {"repo_name": "e", "path": "e.py"}),
+                      ("z = 3\n", {"repo_name": "e", "path": "z.py"})]},
+    "prose": {"train": [(f"Straße Nummer {i}. " * (1 + i % 3) + f"Paragraph {i} of the prose.",
+                         {"title": f"Tèxt {i}", "id": i}) for i in range(12)],
+              "eval": ["Rain today.", "Sun tomorrow."]},
+    "math": {"train": [f"{i} + {i} = {2 * i}" for i in range(8)], "eval": []},
+}
+CLEAN_SHARD_TOKENS = 64
+CLEAN_BLOCK_SIZE = 16
+
+
+def make_clean_dataset(tmp_path: Path, name: str = "data") -> Path:
+    return make_dataset(tmp_path, CLEAN_DOCS, shard_tokens=CLEAN_SHARD_TOKENS,
+                        block_size=CLEAN_BLOCK_SIZE, name=name)
 
 
 @functools.cache

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shards_fixture import make_dataset
 
 import shards
 from shards.check import STAMP_NAME, cache_stamp_path
@@ -19,21 +18,11 @@ from shards.format import FormatError
 from shards.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = {"train": [f"def f{i}(x):\n    return x * {i}\n" for i in range(12)],
-        "eval": ["print('hello')\n", "x = 1\n"]}
-PROSE = {"train": [f"Sentence number {i} is here." for i in range(8)], "eval": ["Rain today."]}
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("check"), {"code": CODE, "prose": PROSE},
-                        shard_tokens=64, block_size=16)
 
 
 @pytest.fixture
-def root(clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never the user's cache
-    return Path(shutil.copytree(clean, tmp_path / "copy"))
+def root(clean_copy: Path) -> Path:
+    return clean_copy  # its stamp cache is the test's own, never the user's
 
 
 def declared(root: Path) -> tuple[list[Path], list[Path]]:

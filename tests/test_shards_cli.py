@@ -11,23 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shards_fixture import make_dataset, match_manifest, non_eot_position, set_token
+from shards_fixture import CLEAN_DOCS, match_manifest, non_eot_position, set_token
 
 import shards
 from shards.__main__ import main
 from shards.sample import sample_documents
 
-CODE = {"train": [(f"def f{i}():\n    return {i}\n", {"repo_name": f"r{i}", "path": "a.py"})
-                  for i in range(40)],
-        "eval": [("x = 1\n", {"repo_name": "e", "path": "e.py"})]}
-PROSE = {"train": [f"Paragraph {i} of the prose." for i in range(12)],
-         "eval": ["Rain today.", "Sun tomorrow."]}
-
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("cli"), {"code": CODE, "prose": PROSE},
-                        shard_tokens=64, block_size=16)
+def root(clean_dataset: Path) -> Path:
+    return clean_dataset  # read only: damage goes into copies
 
 
 def test_help_explains_every_command() -> None:
@@ -46,7 +39,7 @@ def test_inspect_table(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert re.search(r"^recipe +fixture$", out, re.M)
     assert re.search(r"^block_size +16$", out, re.M)
-    assert re.search(r"^code +train +40 +", out, re.M)
+    assert re.search(r"^code +train +31 +", out, re.M)
     assert re.search(r"^prose +eval +2 +", out, re.M)
     assert re.search(r"^code/train/shard_00000\.bin +64 +128 +[0-9a-f]{16}$", out, re.M)
     assert "code/train/docs.jsonl.zst" in out
@@ -59,8 +52,8 @@ def test_inspect_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert info["config"]["fingerprint"] == ds.fingerprint
     assert info["config"]["seed"] == 42 and info["config"]["shard_tokens"] == 64
     code = info["domains"]["code"]
-    assert code["splits"]["train"]["docs"] == 40
-    assert code["eval_share"] == 1 / 41
+    assert code["splits"]["train"]["docs"] == 31
+    assert code["eval_share"] == 2 / 33
     assert code["docs_filtered"] == 0 and code["docs_deduplicated"] == 0
     assert code["shuffle_buffer"] == 1000
     assert [s["path"] for s in code["splits"]["train"]["shards"]] == [
@@ -73,23 +66,24 @@ def test_sample_is_reproducible(root: Path, capsys: pytest.CaptureFixture[str]) 
     assert a == [s.doc.index for s in sample_documents(sp, 5, seed=3)]
     assert a != [s.doc.index for s in sample_documents(sp, 5, seed=4)]
     assert len(set(a)) == 5
-    assert sorted(s.doc.index for s in sample_documents(sp, 100, seed=0)) == list(range(40))
+    assert sorted(s.doc.index for s in sample_documents(sp, 100, seed=0)) == list(range(31))
     assert main(["sample", str(root), "--domain", "code", "-n", "5", "--seed", "3"]) == 0
     first = capsys.readouterr().out
     assert main(["sample", str(root), "--domain", "code", "-n", "5", "--seed", "3"]) == 0
     assert capsys.readouterr().out == first
-    assert first.startswith("5 of 40 documents of code/train, seed 3")
+    assert first.startswith("5 of 31 documents of code/train, seed 3")
     k = a[0]
+    text, source = CLEAN_DOCS["code"]["train"][k]
     assert f"[1/5] document {k}: shard" in first
-    assert f'source: {{"repo_name": "r{k}", "path": "a.py"}}' in first
-    assert f"def f{k}():\n    return {k}\n" in first
+    assert f"source: {json.dumps(source)}" in first
+    assert text in first
 
 
 def test_sample_json_has_text_and_provenance(root: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sample", str(root), "--domain", "prose", "--split", "eval", "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert sorted(r["text"] for r in rows) == sorted(PROSE["eval"])
+    assert sorted(r["text"] for r in rows) == sorted(CLEAN_DOCS["prose"]["eval"])
     assert all(r["hash_ok"] and r["split"] == "eval" for r in rows)
 
 
@@ -140,7 +134,7 @@ def test_sample_reports_text_that_is_not_the_index_s(root: Path, tmp_path: Path)
 
 def test_errors_are_clear(root: Path, tmp_path: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sample", str(root), "--domain", "math"]) == 2
+    assert main(["sample", str(root), "--domain", "poetry"]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path)]) == 2
     assert "no manifest here" in capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,26 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-from shards_fixture import make_dataset, match_manifest, non_eot_position, set_token
+from shards_fixture import (
+    CLEAN_DOCS,
+    make_dataset,
+    match_manifest,
+    non_eot_position,
+    set_token,
+)
 
 from shards.__main__ import main
 from shards.format import content_hash
 from shards.verify import verify
 
-CODE = {"train": [(f"x{i} = {i} * {i}\nprint(x{i})\n", {"repo_name": f"r{i}"}) for i in range(30)],
-        "eval": [("y = 1\n", {"repo_name": "e"}), ("z = 2\n", {"repo_name": "e"})]}
-PROSE = {"train": [f"Sentence number {i} is here." for i in range(10)], "eval": ["Rain today."]}
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("v"), {"code": CODE, "prose": PROSE},
-                        shard_tokens=64, block_size=16)
+CODE, PROSE = CLEAN_DOCS["code"], CLEAN_DOCS["prose"]
 
 
 @pytest.fixture
-def root(clean: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(clean, tmp_path / "copy"))
+def root(clean_copy: Path) -> Path:
+    return clean_copy
 
 
 def problems_of(root: Path) -> list[str]:
@@ -42,8 +39,9 @@ def test_clean_dataset_passes(root: Path, capsys: pytest.CaptureFixture[str]) ->
     report = verify(root)
     assert report.problems == []
     on_disk = [p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"]
-    assert report.files == len(on_disk) == 15  # 11 shards and 4 document indexes
-    assert report.documents_checked == 43
+    assert report.files == len(on_disk) == 31  # 25 shards and 6 document indexes
+    assert report.documents_checked == sum(len(docs) for splits in CLEAN_DOCS.values()
+                                           for docs in splits.values()) == 55
     assert report.bytes_hashed == sum(p.stat().st_size for p in on_disk)
     assert main(["verify", str(root)]) == 0
     out = capsys.readouterr().out
@@ -125,11 +123,12 @@ def test_two_shards_swapped_with_their_manifest_entries_are_problems(root: Path)
     (root / "manifest.json").write_text(json.dumps(m))
     status, found = verify_cli(root)
     assert status == 1
+    ta, tb = b["tokens"], a["tokens"]  # each split's tokens, as the manifest still declares
     assert found == [
-        f"{root / 'manifest.json'}: domains.code.splits.eval: tokens=10 but its shards declare "
-        "4 tokens in all; the manifest is inconsistent: re-run prep",
-        f"{root / 'manifest.json'}: domains.prose.splits.eval: tokens=4 but its shards declare "
-        "10 tokens in all; the manifest is inconsistent: re-run prep"]
+        f"{root / 'manifest.json'}: domains.code.splits.eval: tokens={ta} but its shards declare "
+        f"{tb} tokens in all; the manifest is inconsistent: re-run prep",
+        f"{root / 'manifest.json'}: domains.prose.splits.eval: tokens={tb} but its shards "
+        f"declare {ta} tokens in all; the manifest is inconsistent: re-run prep"]
 
 
 def test_two_shards_of_a_split_swapped_with_their_entries_are_problems(root: Path) -> None:
@@ -186,7 +185,8 @@ def test_planted_eval_document_in_train_is_caught(tmp_path: Path) -> None:
     found = problems_of(root)
     assert len(found) == 1
     assert "prose/eval document 0" in found[0]
-    assert "has the content hash of prose/train document 10: eval leaks into train" in found[0]
+    assert (f"has the content hash of prose/train document {len(PROSE['train'])}: eval leaks "
+            "into train") in found[0]
 
 
 def test_eval_document_leaking_into_another_domains_train(tmp_path: Path) -> None:
@@ -194,7 +194,8 @@ def test_eval_document_leaking_into_another_domains_train(tmp_path: Path) -> Non
                                             "eval": CODE["eval"]}, "prose": PROSE},
                         shard_tokens=64, block_size=16)
     found = problems_of(root)
-    assert any("prose/eval document 0" in x and "code/train document 30" in x for x in found)
+    assert any("prose/eval document 0" in x and f"code/train document {len(CODE['train'])}" in x
+               for x in found)
 
 
 def test_index_that_disagrees_with_tokens(root: Path) -> None:
@@ -219,7 +220,7 @@ def test_index_not_contiguous(root: Path) -> None:
 def test_missing_document_in_index(root: Path) -> None:
     rewrite_index(root, "prose/train/docs.jsonl.zst", lambda lines: lines.pop())
     found = problems_of(root)
-    assert any("holds 9 documents, the manifest declares 10" in x for x in found)
+    assert any("holds 11 documents, the manifest declares 12" in x for x in found)
     assert any("the documents hold" in x and "tokens, the stream" in x for x in found)
 
 
