@@ -138,23 +138,25 @@ def write_split(ds: Dataset, stage: Path, split: str, weights: dict[str, float],
                           "them out with --domain")
     readers = {d: _Reader(ds, d, split) for d in active}
     ahead: dict[str, np.ndarray | None] = {d: readers[d].next() for d in active}
-    w = np.array([weights[d] for d in active])
-    done = np.zeros(len(active), dtype=np.int64)  # tokens written per domain
+    w = [weights[d] for d in active]  # plain floats: a few domains, one draw per document
+    done = [0] * len(active)  # tokens written per domain
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     rel = NANOGPT_FILES[split]
     h = hashlib.sha256()
     total, pending, pending_bytes = 0, [], 0
     with atomic.atomic_open(stage / rel) as f:
         while True:
-            behind = np.flatnonzero(done <= w * total)
-            if not len(behind):  # rounding: none at or below its share; the furthest behind
-                behind = np.array([int(np.argmin(done / w))])
-            if len(behind) == 1:
-                k = int(behind[0])
-            else:
-                cum = np.cumsum(w[behind])
-                k = int(behind[min(int(np.searchsorted(cum, rng.random() * cum[-1],
-                                                         side="right")), len(behind) - 1)])
+            behind = [k for k, x in enumerate(w) if done[k] <= x * total]
+            if not behind:  # rounding: none at or below its share; the furthest behind
+                behind = [min(range(len(w)), key=lambda k: done[k] / w[k])]
+            k = behind[-1]
+            if len(behind) > 1:  # the first whose cumulated weight exceeds the draw
+                r, acc = rng.random() * sum(w[j] for j in behind), 0.0
+                for j in behind:
+                    acc += w[j]
+                    if r < acc:
+                        k = j
+                        break
             d = active[k]
             toks = ahead[d]
             assert toks is not None
