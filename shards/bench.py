@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5,
                    help="hashing runs of baseline and verify; the best of each counts (default: 5)")
     args = p.parse_args(argv)
+    if not (math.isfinite(args.size_mb) and args.size_mb > 0):
+        p.error(f"--size-mb must be a finite number > 0, got {args.size_mb}")
+    for flag, v in (("--shard-tokens", args.shard_tokens), ("--repeat", args.repeat)):
+        if v < 1:
+            p.error(f"{flag} must be >= 1, got {v}")
     cfg = BenchConfig(size_mb=args.size_mb, seed=args.seed, shard_tokens=args.shard_tokens,
                       repeat=args.repeat)
     if args.workdir is not None:
