@@ -1,4 +1,11 @@
-"""`python -m prep`: build GPT-2 token shards and a manifest from a recipe (see prep.config)."""
+"""`python -m prep`: build GPT-2 token shards and a manifest from a recipe (see prep.config).
+
+SIGTERM is handled for the whole life of the process, like Ctrl-C: its handler is installed
+before anything else is imported (the imports take ~0.2 s), and stays until the process exits.
+During the run it stops the run (exit 143, a line saying what was kept); before the run or after
+it (printing the summary, exiting) it says what had happened by then and exits 143 at once.
+Only the interpreter's own start, before this file runs, is not covered.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,36 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
+
+
+class Termination:
+    """The SIGTERM handler of `python -m prep`: raises prep.run.Interrupted while a run is in
+    progress (`running`), else prints what happened (`outcome`) and exits 143."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.outcome: Any = None  # the run's prep.run.Outcome, once there is one
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.running:
+            from prep.run import Interrupted  # imported by then
+
+            raise Interrupted("SIGTERM")
+        what = ("while starting; nothing was done" if self.outcome is None
+                else f"while exiting; {_what_happened(self.outcome)}")
+        sys.stdout.flush()
+        print(f"prep: terminated (SIGTERM) {what}", file=sys.stderr, flush=True)
+        os._exit(143)
+
+
+if __name__ == "__main__":  # at the earliest point: before the imports below
+    _TERMINATION = Termination()
+    signal.signal(signal.SIGTERM, _TERMINATION)
+
+from prep import faults  # noqa: E402 (light: os and signal)
+
+faults.maybe_kill("start")
 
 # prep never needs torch; without this, `datasets` imports it (1-2 s and ~200 MB per run) to
 # check for DataLoader workers when a streaming dataset is created.
@@ -28,10 +65,6 @@ EXPECTED = (PrepError, SourceError, RecipeError, FormatError, TokenizerError, Ru
             TaskError, CommitError, ExecutorError, PublishError)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted("SIGTERM")
-
-
 def _what_happened(outcome: Outcome) -> str:
     if outcome.published:
         return f"the new dataset was published ({outcome.published})"
@@ -44,34 +77,45 @@ def _what_happened(outcome: Outcome) -> str:
     return "nothing was published"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, termination: Termination | None = None) -> int:
+    """Run prep; `termination` is the SIGTERM handler `python -m prep` installed at its start
+    (called in-process, main installs one for the call and restores the previous after)."""
     cfg = config_from_args(argv)
     reporter = make_reporter(cfg.quiet)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)  # handled like Ctrl-C
     outcome = Outcome()
+    own = termination is None
+    term = Termination() if termination is None else termination
+    previous = signal.signal(signal.SIGTERM, term) if own else None
+    term.outcome, term.running = outcome, True
     try:
         manifest = run(cfg, reporter, outcome)
+        if manifest is not None:
+            reporter.summary(manifest, cfg.out)
+        else:
+            reporter.close()
     except (KeyboardInterrupt, Interrupted) as e:
+        term.running = False
         reporter.close()
         what = "terminated (SIGTERM)" if isinstance(e, Interrupted) else "interrupted"
         print(f"prep: {what}; {_what_happened(outcome)}", file=sys.stderr)
         return 143 if isinstance(e, Interrupted) else 130
     except EXPECTED as e:
+        term.running = False
         reporter.close()
         print(f"prep: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
+        term.running = False
         reporter.close()
         print(f"prep: error: {e} ({_what_happened(outcome)})", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    if manifest is not None:
-        reporter.summary(manifest, cfg.out)
-    else:
-        reporter.close()
+        term.running = False  # from here, SIGTERM says what happened and exits 143 at once
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    faults.maybe_kill("exit")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(termination=_TERMINATION))

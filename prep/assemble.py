@@ -29,6 +29,7 @@ from prep.commit import LAYOUT_DTYPE
 from prep.executors import ExecutorError
 from shards.atomic import fsync_dir
 from shards.format import DOC_INDEX_NAME, TOKEN_BYTES, shard_name
+from shards.hashing import hash_range
 from shards.writer import HashingWriter, index_line
 
 WRITE_CHUNK = 1 << 20  # tokens gathered per write
@@ -37,7 +38,6 @@ TASK_CACHE = 32  # task part files kept open per job
 ROWS_PER_READ = 4096  # layout rows turned into Python ints at a time
 PIECES_MAX = 8  # a shard is written by at most this many jobs ...
 PIECE_MIN_TOKENS = 1 << 22  # ... of at least this many tokens each (8 MB)
-HASH_CHUNK = 1 << 22  # bytes read per sha256 update
 
 
 @dataclass(frozen=True)
@@ -172,11 +172,8 @@ def _pwrite(fd: int, data: memoryview, at: int) -> None:
 def hash_shard(job: HashJob) -> FileResult:
     """sha256 of a shard whose pieces are all written; synced to disk."""
     h = hashlib.sha256()
-    n = 0
     with open(job.out, "rb") as f:
-        while block := f.read(HASH_CHUNK):
-            h.update(block)
-            n += len(block)
+        n = hash_range(h, f)
         os.fsync(f.fileno())
     if n != job.tokens * TOKEN_BYTES:
         raise ValueError(f"{job.out}: {n} bytes, {job.tokens * TOKEN_BYTES} expected")

@@ -8,6 +8,7 @@ a `--resume` with any of it changed; how to run (workers, executor, slices) neve
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -19,6 +20,47 @@ DEFAULT_SHUFFLE_MB = 32.0
 DEFAULT_INTERLEAVE = 8
 DEFAULT_PARTITION_MB = 16.0  # ~1.5 s of one tokenizer core per task: small enough to balance
 EXECUTORS = ("local", "ray")
+
+
+def number_problem(name: str, value: Any, *, low: float | None = None, low_open: bool = False,
+                   high: float | None = None, high_open: bool = False) -> str | None:
+    """The one range check of every number the command line or a recipe gives: None when
+    `value` is None or lies in the range; else one line naming `name` (``--size-mb``, or
+    ``[domains.code] size_mb``). NaN and the infinities are never in range: a comparison such as
+    ``v > 0`` lets NaN through, so finiteness is checked first, for every float."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    if low is not None and high is not None:
+        ok = (low < value if low_open else low <= value) and (
+            value < high if high_open else value <= high)
+        want = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        ok = low < value if low_open else low <= value
+        want = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        return None
+    return None if ok else f"{name} must be {want}, got {value}"
+
+
+# The range of each number option (number_problem's keywords); a float option without an entry
+# is still checked to be finite.
+LIMITS: dict[str, dict[str, Any]] = {
+    "workers": {"low": 1},
+    "num_tasks": {"low": 1},
+    "size_mb": {"low": 0, "low_open": True},
+    "size_tokens": {"low": 0, "low_open": True},
+    "block_size": {"low": 0, "low_open": True},
+    "eval_fraction": {"low": 0, "low_open": True, "high": 1, "high_open": True},
+    "min_eval_docs": {"low": 0},
+    "shuffle_buffer": {"low": 0, "low_open": True},
+    "shuffle_buffer_mb": {"low": 0, "low_open": True},
+    "interleave": {"low": 0, "low_open": True},
+    "partition_mb": {"low": 0, "low_open": True},
+    "shard_tokens": {"low": 0, "low_open": True},
+    "max_bad_fraction": {"low": 0, "high": 1},
+}
 
 
 def _f(default: Any, help: str, *, metavar: str | None = None,
@@ -90,24 +132,14 @@ class PrepConfig:
 
     def check(self) -> None:
         """One-line errors for values out of range (argparse already checked the types)."""
-        bad = []
-        if self.workers < 1:
-            bad.append(f"--workers must be >= 1, got {self.workers}")
+        bad = [p for f in fields(self) if (p := number_problem(
+            "--" + f.name.replace("_", "-"), getattr(self, f.name), **LIMITS.get(f.name, {})))]
         if (self.num_tasks is None) != (self.task_index is None):
             bad.append("--num-tasks and --task-index go together")
         elif self.num_tasks is not None and not 0 <= self.task_index < self.num_tasks:
             bad.append(f"--task-index must be in 0..{self.num_tasks - 1}, got {self.task_index}")
         if self.commit_only and self.num_tasks is not None:
             bad.append("--commit-only runs no slice: drop --num-tasks/--task-index")
-        for name in ("size_mb", "size_tokens", "shuffle_buffer", "shuffle_buffer_mb",
-                     "interleave", "partition_mb", "shard_tokens", "block_size"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                bad.append(f"--{name.replace('_', '-')} must be > 0, got {v}")
-        if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
-            bad.append(f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")
-        if not 0 <= self.max_bad_fraction <= 1:
-            bad.append(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if bad:
             raise ValueError("; ".join(bad))
 

@@ -3,7 +3,8 @@
 ``PREP_KILL_AT="<point>[:<arg>][:<signal>]"`` makes the process that reaches `point` (with that
 `arg`, if given) send itself `signal` (default KILL; TERM and INT also work). Points:
 
-- coordinator: ``after-task:<n>`` (the n-th task finished by this process is recorded),
+- coordinator: ``start`` (`python -m prep` before its imports), ``exit`` (the run is over, the
+  summary printed), ``after-task:<n>`` (the n-th task finished by this process is recorded),
   ``commit`` (tasks done, before assembling), ``publish-moved`` (the new data directory is in
   OUT), ``publish-manifest`` (the new manifest is written, the old version not yet removed);
 - worker: ``task-start:<task id>``, ``task-before-done:<task id>`` (part files written, no

@@ -35,7 +35,9 @@ from prep.config import (
     DEFAULT_SHUFFLE_DOCS,
     DEFAULT_SHUFFLE_MB,
     DEFAULT_SIZE_MB,
+    LIMITS,
     PrepConfig,
+    number_problem,
 )
 from prep.readers import GROUP_NAMES as GROUPS
 from prep.readers import SOURCE_NAMES as SOURCES
@@ -56,6 +58,18 @@ DEFAULT_CHAR_LIMITS: dict[str, tuple[int, int]] = {
 
 class RecipeError(ValueError):
     pass
+
+
+# The range of each number key of a domain table (prep.config.number_problem's keywords); a
+# float key without an entry is still checked to be finite.
+DOMAIN_LIMITS: dict[str, dict[str, Any]] = {
+    **{k: LIMITS[k] for k in ("size_mb", "size_tokens", "eval_fraction", "shuffle_buffer_mb")},
+    "shuffle_buffer": {"low": 1},
+    "interleave": {"low": 1},
+    "synthetic_docs": {"low": 1},
+    "min_chars": {"low": 0},
+    "max_chars": {"low": 0},
+}
 
 
 @dataclass
@@ -131,20 +145,11 @@ class DomainConfig:
             raise RecipeError(f"{where}: source 'hf' needs `dataset` (a Hub id)")
         if self.source in ("json", "parquet", "text") and not self.data_files:
             raise RecipeError(f"{where}: source {self.source!r} needs `data_files`")
-        if self.size_mb is not None and self.size_mb <= 0:
-            raise RecipeError(f"{where}: size_mb must be > 0")
-        if self.size_tokens is not None and self.size_tokens <= 0:
-            raise RecipeError(f"{where}: size_tokens must be > 0")
-        if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
-            raise RecipeError(f"{where}: eval_fraction must be in (0, 1)")
-        for key in ("shuffle_buffer", "interleave", "synthetic_docs"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise RecipeError(f"{where}: {key} must be >= 1, got {getattr(self, key)}")
-        if self.shuffle_buffer_mb is not None and self.shuffle_buffer_mb <= 0:
-            raise RecipeError(f"{where}: shuffle_buffer_mb must be > 0")
-        for key in ("min_chars", "max_chars"):
-            if getattr(self, key) is not None and getattr(self, key) < 0:
-                raise RecipeError(f"{where}: {key} must be >= 0, got {getattr(self, key)}")
+        for f in fields(self):  # every number: its range, and floats finite
+            problem = number_problem(f"{where} {f.name}", getattr(self, f.name),
+                                     **DOMAIN_LIMITS.get(f.name, {}))
+            if problem:
+                raise RecipeError(problem)
         if (self.min_chars is not None and self.max_chars is not None
                 and self.min_chars > self.max_chars):
             raise RecipeError(f"{where}: min_chars > max_chars")
@@ -246,7 +251,10 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
         if t.get("path") and "://" not in t["path"]:
             t["path"] = _resolve(base, t["path"])
         dc = DomainConfig(name=dname, **t)
-        dc.validate()
+        try:
+            dc.validate()
+        except RecipeError as e:
+            raise RecipeError(f"{where}: {e}") from None
         domains.append(dc)
     for key, kind in (("seed", int), ("block_size", int), ("split_salt", str),
                       ("description", str)):

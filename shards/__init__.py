@@ -8,7 +8,7 @@
     print(ds.decode(sp.document_tokens(0)))  # document 0's text
 
 Elsewhere: `shards.to_hf` (a `datasets.Dataset`), `shards.torch` (PyTorch datasets),
-`python -m shards export` (Megatron-LM and llm.c files).
+`python -m shards export` (nanoGPT, llm.c and Megatron-LM files; docs/exports.md).
 """
 
 from typing import Any

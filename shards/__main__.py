@@ -15,8 +15,9 @@ COMMANDS = {
                        "exit 1 on any problem"),
     "sample": (sample, "print random whole documents of a domain, decoded, with provenance"),
     "audit": (audit, "contamination, source diversity and format artifacts per domain"),
-    "export": (export, "write the dataset for another trainer: Megatron-LM indexed dataset or "
-                       "llm.c token files, with an export.json of checksums"),
+    "export": (export, "write the dataset for another trainer: nanoGPT's train.bin/val.bin (domains "
+                       "mixed by weight), llm.c token files or a Megatron-LM indexed dataset, "
+                       "with an export.json of checksums"),
 }
 
 

@@ -38,7 +38,9 @@ def fsync_dir(path: str | Path) -> None:
 def atomic_open(path: str | Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file for writing; on a clean exit it replaces `path` atomically.
 
-    On an exception (a full disk, Ctrl-C) the temporary file is removed and `path` is untouched.
+    On an exception (a full disk, Ctrl-C) the temporary file is removed and `path` is untouched;
+    an OSError that names no file (a write or close on a full disk) is given `path`, so that its
+    message says which file could not be written.
     """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes whole files; mode {mode!r} has no 'w'")
@@ -50,8 +52,10 @@ def atomic_open(path: str | Path, mode: str = "wb", **kwargs: Any) -> Iterator[I
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)
         raise
     fsync_dir(path.parent)
 

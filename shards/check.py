@@ -12,14 +12,23 @@ Levels (``shards.open(path, verify=LEVEL)``):
 `python -m shards verify` checks more (the document index against the tokens, leakage); this is
 the part a trainer needs before step 0, at reading speed.
 
-The stamp: after a check, every file that passed is recorded with its size, mtime (ns), the
-sha256 the manifest expects of it and the level it passed, under the manifest's fingerprint and
-vocabulary size. The next check skips a file whose record still matches (same size and mtime,
-same expected sha256, a level at least the one asked for) and reads every other one: a touched
-or replaced file is re-read. The stamp lives beside the dataset (``OUT/.shards-verified.json``)
-or, where the dataset directory cannot be written (read-only shared storage), in the user's
-cache directory: ``$XDG_CACHE_HOME`` or ``~/.cache``, ``moe-shards/verified/<sha256 of the
-absolute dataset path>.json``.
+The stamp: after a check, every file that passed is recorded with its state (size, mtime and
+ctime in ns, inode number), the sha256 the manifest expects of it and the level it passed,
+under the manifest's fingerprint and vocabulary size. The next check skips a file whose record
+still matches (the same state, the same expected sha256, a level at least the one asked for)
+and reads every other one. The ctime is what makes the record hard to fool by accident: the
+kernel sets it to the current time on every change to the file's data or metadata (a write,
+``utime`` itself, chmod, chown, a rename or link) and no system call sets it to a chosen value,
+so a file written and then given its old mtime back (``os.utime``, ``touch -r``, ``cp -p`` or a
+restore tool copying over it) has a new ctime; a file replaced by another (``rsync``, ``tar``,
+``mv``, a copy of the dataset) has a new inode and ctime. What no file state shows, bits that
+rot on the disk or a change made while the clock was set back, only a read finds: ``shards
+verify`` or ``stamp="off"``. See docs/checking.md, "What the stamp sees".
+
+The stamp lives beside the dataset (``OUT/.shards-verified.json``) or, where the dataset
+directory cannot be written (read-only shared storage), in the user's cache directory:
+``$XDG_CACHE_HOME`` or ``~/.cache``, ``moe-shards/verified/<sha256 of the absolute dataset
+path>.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ from shards.scan import FileScan, scan_file, sha_problem, token_problem
 LEVELS = ("sizes", "ids", "full")
 STAMP_NAME = ".shards-verified.json"
 STAMP_FORMAT = "moe-shards-verified"
-STAMP_VERSION = 1
+STAMP_VERSION = 2  # 2: records hold ctime and inode (version 1 stamps are ignored)
+STATE_KEYS = ("size", "mtime_ns", "ctime_ns", "inode")  # a file's state, as a record holds it
 STAMP_PLACES = ("auto", "dataset", "cache", "off")
 
 
@@ -141,9 +151,11 @@ def write_stamp(root: Path, manifest: Manifest, files: dict[str, Any],
     return None
 
 
-def _file_state(path: Path) -> tuple[int, int]:
+def file_state(path: Path) -> dict[str, int]:
+    """What the stamp records of a file, and compares: see the module docstring."""
     st = path.stat()
-    return st.st_size, st.st_mtime_ns
+    return dict(zip(STATE_KEYS, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino),
+                    strict=True))
 
 
 # --------------------------------------------------------------------------- the check
@@ -170,15 +182,15 @@ def check_files(root: Path, manifest: Manifest, files: dict[str, Path], level: s
     check = DataCheck(level=level, files=len(expected))
     recorded, stamp_read = read_stamp(root, manifest, stamp)
     rank = LEVELS.index(level)
-    states = {rel: _file_state(files[rel]) for rel in expected}
+    states = {rel: file_state(files[rel]) for rel in expected}
     todo = []
     for rel, (sha, _) in expected.items():
         r = recorded.get(rel)
-        if (isinstance(r, dict) and [r.get("size"), r.get("mtime_ns")] == list(states[rel])
+        if (isinstance(r, dict) and all(r.get(k) == v for k, v in states[rel].items())
                 and r.get("sha256") == sha and r.get("level") in LEVELS
                 and LEVELS.index(r["level"]) >= rank):
             check.files_skipped += 1
-            check.bytes_skipped += states[rel][0]
+            check.bytes_skipped += states[rel]["size"]
         else:
             todo.append(rel)
 
@@ -200,9 +212,8 @@ def check_files(root: Path, manifest: Manifest, files: dict[str, Path], level: s
         found = token_problem(scan, vocab, sha_differs=bad_sha is not None) or bad_sha
         if found:
             check.problems.append(found)
-        elif _file_state(files[rel]) == states[rel]:  # unchanged while it was read
-            passed[rel] = {"size": states[rel][0], "mtime_ns": states[rel][1], "sha256": sha,
-                           "level": level}
+        elif file_state(files[rel]) == states[rel]:  # unchanged while it was read
+            passed[rel] = {**states[rel], "sha256": sha, "level": level}
     if scans and passed:
         written = write_stamp(root, manifest, passed, stamp)
         check.stamp = str(written) if written else None

@@ -1,7 +1,8 @@
-"""`python -m shards export DIR --format megatron|llmc --out OUT`: the dataset for other trainers.
+"""`python -m shards export DIR --format megatron|llmc|nanogpt --out OUT`: data for other trainers.
 
-One export per (domain, split), in a directory per domain; documents keep their trailing EOT
-(id 50256), as in the source dataset and as Megatron's ``preprocess_data.py --append-eod`` writes:
+Documents keep their trailing EOT (id 50256), as in the source dataset and as Megatron's
+``preprocess_data.py --append-eod`` writes. Megatron and llm.c get one export per (domain,
+split), in a directory per domain; nanoGPT gets one file per split with the domains mixed:
 
 - ``megatron``: Megatron-LM's indexed dataset, ``OUT/<domain>/<domain>_<split>_text_document``
   ``.bin`` + ``.idx`` (the names ``preprocess_data.py --output-prefix <domain>_<split>`` gives),
@@ -14,14 +15,18 @@ One export per (domain, split), in a directory per domain; documents keep their 
   tokens; documents run on into the next file, as in llm.c's own ``fineweb.py``. Glob
   ``OUT/*/*_train_??????.bin`` for llm.c's ``-i`` and ``OUT/*/*_val_??????.bin`` for ``-j``
   (the ``??????`` keeps a domain named like ``a_train_b`` out of the wrong glob).
+- ``nanogpt``: ``OUT/train.bin`` and ``OUT/val.bin`` for nanoGPT's ``train.py --dataset=OUT``,
+  whole documents of every domain in the proportions of ``--domain-weights`` (default: equal
+  token shares, as train/moe.py trains), in a seeded order; see `shards.export_nanogpt`.
 
-The bytes of both formats are described in `shards.export_formats`.
+The bytes of Megatron's and llm.c's formats are described in `shards.export_formats`.
 
-Splits without tokens get no file (both readers refuse empty files); export.json lists them.
+Splits without tokens get no Megatron or llm.c file (both readers refuse empty files);
+export.json lists them.
 
 The export streams the tokens once, one chunk in memory whatever the size, every source byte
 checked against the manifest's sha256 and every token id against the vocabulary on the way
-(`shards.stream`); Megatron's document boundaries are the EOTs found in that same pass (prep
+(`shards.scan`); Megatron's document boundaries are the EOTs found in that same pass (prep
 encodes text with no special token, so EOT ends documents and nothing else; the count is checked
 against the manifest, and `shards verify` checks each against the document index).
 
@@ -50,6 +55,7 @@ from shards import atomic
 from shards.console import Out
 from shards.export_formats import (
     LAYOUTS,
+    LLMC_MAX_FILE_BYTES,
     LLMC_MAX_FILE_TOKENS,
     LLMC_SPLIT_NAME,
     ExportError,
@@ -57,13 +63,15 @@ from shards.export_formats import (
     write_llmc,
     write_megatron,
 )
+from shards.export_nanogpt import LAYOUT as NANOGPT_LAYOUT
+from shards.export_nanogpt import WHEN_EXHAUSTED, parse_weights, write_nanogpt
 from shards.format import SPLITS, FormatError
 from shards.reader import Dataset, Split, SplitNotFoundError
 
 EXPORT_NAME = "export.json"
 EXPORT_FORMAT = "moe-shards-export"
 EXPORT_VERSION = 1
-FORMATS = ("megatron", "llmc")
+FORMATS = ("megatron", "llmc", "nanogpt")
 KILL_AT_ENV = "SHARDS_EXPORT_TEST_KILL_AT"  # test hook: SIGKILL this process at a named point
 
 
@@ -72,7 +80,9 @@ class ExportConfig:
     dir: Path = field(metadata={"help": "dataset directory (or its manifest.json)"})
     format: str = field(metadata={"help": "megatron: Megatron-LM indexed dataset (.bin + .idx, "
                                           "one entry per document); llmc: llm.c token files "
-                                          "(256 x int32 header + uint16 tokens)",
+                                          "(256 x int32 header + uint16 tokens); nanogpt: "
+                                          "nanoGPT's train.bin and val.bin, the domains mixed "
+                                          "by --domain-weights",
                                   "choices": FORMATS})
     out: Path = field(metadata={"help": "output directory; must not exist or be empty, unless "
                                         "--overwrite replaces an earlier export"})
@@ -87,7 +97,19 @@ class ExportConfig:
     shard_tokens: int = field(default=100_000_000, metadata={
         "help": "llmc only: at most this many tokens per file; a split is cut into the fewest "
                 "files of equal size (within one token) that respect it (default: 100000000, "
-                "llm.c's fineweb shard size; at most 2147483647, the header's int32)"})
+                "llm.c's fineweb shard size; at most 1073741311: llm.c seeks with an int, so a "
+                "file stays under 2 GiB)"})
+    domain_weights: str | None = field(default=None, metadata={
+        "help": "nanogpt only: each domain's share of the tokens of train.bin and val.bin, as "
+                "NAME=WEIGHT,... (default: equal shares, as train/moe.py trains; 0 leaves a "
+                "domain out)", "type": str, "metavar": "code=1,math=1,prose=1"})
+    seed: int = field(default=0, metadata={
+        "help": "nanogpt only: seed of the order in which the domains' documents are mixed"})
+    when_exhausted: str = field(default="repeat", metadata={
+        "help": "nanogpt only: when a domain runs out of documents, repeat it until every "
+                "domain was written whole (all data used, as train/moe.py samples), or stop the "
+                "file there (no document twice; the larger domains are cut)",
+        "choices": WHEN_EXHAUSTED})
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -101,10 +123,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"help": meta["help"], "dest": f.name}
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
         if f.default is MISSING:
             kwargs.update(required=True, type=Path if f.type in ("Path", Path) else str)
         elif isinstance(f.default, bool):
             kwargs["action"] = "store_true"
+        elif "type" in meta:
+            kwargs.update(type=meta["type"], default=f.default)
         elif f.default is None:
             kwargs.update(action="append", default=None)
         else:
@@ -205,11 +231,19 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
     t0 = time.perf_counter()
     if cfg.format not in FORMATS:
         raise ExportError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
-    if not 1 <= cfg.shard_tokens <= LLMC_MAX_FILE_TOKENS:
+    if cfg.format == "llmc" and not 1 <= cfg.shard_tokens <= LLMC_MAX_FILE_TOKENS:
         raise ExportError(f"--shard-tokens {cfg.shard_tokens}: must be between 1 and "
-                          f"{LLMC_MAX_FILE_TOKENS} (llm.c's header counts tokens in an int32)")
+                          f"{LLMC_MAX_FILE_TOKENS}: llm.c's dataloader.h seeks with an int offset, "
+                          f"so a file must stay under 2 GiB ({LLMC_MAX_FILE_BYTES} bytes with "
+                          "its 1024-byte header)")
+    if cfg.format != "nanogpt" and cfg.domain_weights is not None:
+        raise ExportError("--domain-weights: only --format nanogpt mixes domains in one file")
     ds = shards.open(cfg.dir)
     selected = _selected(ds, cfg)
+    weights = None
+    if cfg.format == "nanogpt":
+        weights = parse_weights(cfg.domain_weights, list(dict.fromkeys(s.domain
+                                                                       for s in selected)))
     out = Path(os.path.abspath(cfg.out))
     if ds.root.resolve().is_relative_to(out.resolve()):
         raise ExportError(f"--out {cfg.out}: holds the dataset {ds.root}; choose a directory "
@@ -224,6 +258,16 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
     stage.mkdir()
     try:
         done = []
+        extra: dict[str, Any] = {}
+        if weights is not None:  # one file per split, every domain in it
+            splits = list(dict.fromkeys(sp.name for sp in selected))
+            written, extra["nanogpt"] = write_nanogpt(ds, stage, splits, weights, cfg.seed,
+                                                      cfg.when_exhausted)
+            for split, f in written:
+                mix = extra["nanogpt"]["domains"][f.path]
+                done.append(SplitExport("+".join(mix), split, sum(m["docs"] for m in mix.values()),
+                                        f.tokens or 0, [f]))
+            selected = []
         for sp in selected:
             (stage / sp.domain).mkdir(exist_ok=True)
             rec = SplitExport(sp.domain, sp.name, sp.num_docs, sp.num_tokens, [])
@@ -235,7 +279,7 @@ def export(cfg: ExportConfig, log: Out | None = None) -> ExportResult:
                 rec.files = write_llmc(sp, stage, stem, cfg.shard_tokens)
             done.append(rec)
             _kill_point("file")
-        manifest = _manifest(ds, cfg, done)
+        manifest = {**_manifest(ds, cfg, done), **extra}
         atomic.write_text(stage / EXPORT_NAME, json.dumps(manifest, indent=2) + "\n")
         _kill_point("manifest")
         old = _publish(stage, out, replace)
@@ -263,7 +307,7 @@ def _manifest(ds: Dataset, cfg: ExportConfig, done: list[SplitExport]) -> dict[s
                    "format_version": ds.manifest.format_version},
         "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id},
         "documents": f"every document's tokens end with EOT ({tok.eot_id})",
-        "layout": LAYOUTS[cfg.format],
+        "layout": {**LAYOUTS, "nanogpt": NANOGPT_LAYOUT}[cfg.format],
         "shard_tokens": cfg.shard_tokens if cfg.format == "llmc" else None,
         "splits": [asdict(r) for r in done],
     }
@@ -283,6 +327,8 @@ def usage_lines(result: ExportResult) -> list[str]:
             if prefixes:
                 lines.append(f"Megatron-LM: {flag} {' '.join(prefixes)}")
         return lines
+    if result.manifest["target"] == "nanogpt":
+        return [f"nanoGPT: python train.py --dataset={out}"]
     return [f'llm.c: -i "{out}/*/*_train_??????.bin" -j "{out}/*/*_val_??????.bin"']
 
 

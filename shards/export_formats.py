@@ -1,6 +1,6 @@
 """The two file formats of `shards export`: Megatron-LM's indexed dataset and llm.c's token files.
 
-Each writer streams one split (`shards.stream.token_chunks`: one chunk in memory, every source
+Each writer streams one split (`shards.scan.token_chunks`: one chunk in memory, every source
 byte and token id checked) into files under a staging directory and returns their records
 (path, size, sha256). See `shards.export` for the layout of an export and its manifest.
 
@@ -11,7 +11,10 @@ byte and token id checked) into files under a staging directory and returns thei
   document indices (<i8, 0..n: one sequence per document).
 - llm.c (``llmc/dataloader.h``): a header of 256 little-endian int32 (magic 20240520, version 1
   for uint16 GPT-2 tokens, the token count, zeros), then the tokens. Its loader checks the file
-  size against the count and asserts that every file holds at least B*T*processes+1 tokens.
+  size against the count, asserts that every file holds at least B*T*processes+1 tokens, and
+  seeks with ``fseek(f, (int) current_offset, SEEK_SET)``: a file of 2 GiB or more fails there
+  ("Failed to seek in file"), so a file holds at most LLMC_MAX_FILE_TOKENS tokens (2**31 - 1
+  bytes with the header).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import numpy as np
 
 from shards import atomic
 from shards.format import TOKEN_BYTES, FormatError
+from shards.hashing import hash_range
 from shards.reader import Split
-from shards.stream import token_chunks
+from shards.scan import token_chunks
 
 
 class ExportError(ValueError):
@@ -40,7 +44,9 @@ MMIDIDX_UINT16 = 8  # Megatron's DType code of numpy.uint16
 LLMC_MAGIC = 20240520
 LLMC_VERSION = 1  # uint16 GPT-2 tokens
 LLMC_HEADER_INTS = 256
-LLMC_MAX_FILE_TOKENS = 2**31 - 1  # the header's int32 token count
+LLMC_HEADER_BYTES = 4 * LLMC_HEADER_INTS
+LLMC_MAX_FILE_BYTES = 2**31 - 1  # dataloader.h seeks with `(int) current_offset`: under 2 GiB
+LLMC_MAX_FILE_TOKENS = (LLMC_MAX_FILE_BYTES - LLMC_HEADER_BYTES) // TOKEN_BYTES  # 1,073,741,311
 LLMC_SPLIT_NAME = {"train": "train", "eval": "val"}
 LAYOUTS = {
     "megatron": "Megatron-LM indexed dataset per split: <prefix>.bin holds the uint16 tokens, "
@@ -61,15 +67,9 @@ class FileRecord:
 
 def _hash_file(f: Any, size: int) -> str:
     f.flush()
-    f.seek(0)
     h = hashlib.sha256()
-    left = size
-    while left:
-        block = f.read(min(left, 8 << 20))
-        if not block:
-            raise OSError(f"{f.name}: ended after {size - left} of {size} bytes written")
-        h.update(block)
-        left -= len(block)
+    if (n := hash_range(h, f, 0, size)) != size:
+        raise OSError(f"{f.name}: ended after {n} of {size} bytes written")
     return h.hexdigest()
 
 

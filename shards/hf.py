@@ -10,7 +10,7 @@ provenance as a JSON object in a string (provenance keys differ between sources 
 one schema: ``json.loads(row["source"])`` gives the dict back). ``hf.with_format("torch")``
 gives tensors, ready for a `transformers` collator.
 
-The rows come from a generator (`datasets.Dataset.from_generator`) over `shards.stream`, so
+The rows come from a generator (`datasets.Dataset.from_generator`) over `shards.scan.documents`, so
 memory stays bounded whatever the split's size, and every shard and index byte is checked against
 the manifest on the way. `datasets` writes them to its Arrow cache (``cache_dir``, by default
 ``~/.cache/huggingface/datasets``) and names the cache entry by a hash of the generator and its
@@ -31,8 +31,9 @@ from datasets.exceptions import DatasetGenerationError
 
 import shards
 from shards.format import FormatError
+from shards.hashing import distinct
 from shards.reader import Dataset
-from shards.stream import documents
+from shards.scan import documents
 
 HF_LAYOUT_VERSION = 1  # part of the cache key: bump when the rows' layout changes
 
@@ -48,8 +49,9 @@ def _rows(root: str, domain: str, split: str, fingerprint: str,
     del layout  # only part of the cache key
     ds = shards.open(root)
     if ds.fingerprint != fingerprint:
+        now, was = distinct(ds.fingerprint, fingerprint, 12)
         raise FormatError(f"{root}: the dataset changed while it was being read (fingerprint "
-                          f"{ds.fingerprint[:12]}, expected {fingerprint[:12]}); call to_hf again")
+                          f"{now}, expected {was}); call to_hf again")
     for doc, ids in documents(ds.split(domain, split)):
         yield {"input_ids": ids, "domain": domain,
                "source": json.dumps(doc.source, ensure_ascii=False)}

@@ -12,16 +12,12 @@ them, never a copy.
 from __future__ import annotations
 
 import functools
-import io
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 import tiktoken
-import zstandard
 
 from shards.check import DataCheck, check_files
 from shards.format import (
@@ -31,7 +27,8 @@ from shards.format import (
     FormatError,
     Manifest,
 )
-from shards.tokenizer import EOT_ID, load_gpt2
+from shards.scan import DocInfo, read_doc_index
+from shards.tokenizer import EOT_ID, VOCAB_SIZE, load_gpt2
 
 
 class DatasetError(FormatError):
@@ -49,19 +46,6 @@ class SplitNotFoundError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0])
-
-
-@dataclass
-class DocInfo:
-    """One line of a split's document index, with its position in the index."""
-
-    index: int  # position in the split's stream order
-    shard: int  # shard holding the first token
-    offset: int  # first token within that shard
-    tokens: int  # EOT included
-    chars: int
-    sha256: str  # shards.format.content_hash of the text
-    source: dict[str, Any]  # provenance
 
 
 # --------------------------------------------------------------------------- validation
@@ -164,42 +148,16 @@ def _gpt2() -> tiktoken.Encoding:
 
 
 def decode(tokens: np.ndarray | list[int]) -> str:
-    """GPT-2 text of `tokens`, EOT tokens stripped."""
-    ids = np.asarray(tokens)
+    """GPT-2 text of `tokens`, EOT tokens stripped. An id outside the vocabulary is never
+    decoded: FormatError names it and its position (`Split.document_text` names its file)."""
+    ids = np.asarray(tokens, dtype=np.int64)
+    bad = np.flatnonzero((ids < 0) | (ids >= VOCAB_SIZE))
+    if len(bad):
+        raise FormatError(f"token id {int(ids[bad[0]])} at position {int(bad[0])} is not in the "
+                          f"GPT-2 vocabulary (ids 0..{VOCAB_SIZE - 1}): it cannot be decoded; "
+                          "the tokens are damaged")
     ids = ids[ids != EOT_ID]
     return _gpt2().decode_bytes(ids.tolist()).decode("utf-8", errors="replace")
-
-
-def read_doc_index(path: Path) -> list[DocInfo]:
-    """Parse a zstd JSON-lines document index; errors name the file and line."""
-    raw = path.read_bytes()
-    try:
-        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-    except zstandard.ZstdError as e:
-        raise FormatError(f"{path}: document index is not valid zstandard data ({e}); re-copy "
-                          "the dataset or re-run prep") from e
-    lines = [x for x in data.splitlines() if x.strip()]
-    try:  # one parse for the whole index; line by line only to name a bad line
-        rows = json.loads(b"[" + b",".join(lines) + b"]")
-        return [DocInfo(index=k, shard=int(d["shard"]), offset=int(d["offset"]),
-                        tokens=int(d["tokens"]), chars=int(d["chars"]), sha256=str(d["sha256"]),
-                        source=dict(d.get("source") or {})) for k, d in enumerate(rows)]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    docs: list[DocInfo] = []
-    for n, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            docs.append(DocInfo(index=len(docs), shard=int(d["shard"]),
-                                offset=int(d["offset"]), tokens=int(d["tokens"]),
-                                chars=int(d["chars"]), sha256=str(d["sha256"]),
-                                source=dict(d.get("source") or {})))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise FormatError(f"{path}: line {n}: not a document record ({e!r}); expected "
-                              '{"shard", "offset", "tokens", "chars", "sha256", "source"}') from e
-    return docs
 
 
 # --------------------------------------------------------------------------- splits
@@ -302,13 +260,40 @@ class Split:
         return docs[k]
 
     def document_tokens(self, k: int) -> np.ndarray:
-        """Document `k`'s tokens, its EOT included."""
+        """Document `k`'s tokens, its EOT included; FormatError when the index places it
+        outside the split's tokens (index and shards disagree)."""
         doc = self.document(k)
         start = int(self.doc_starts[k])
+        if not 0 <= start <= start + doc.tokens <= self.num_tokens or doc.tokens < 1:
+            raise FormatError(
+                f"{self.dataset.root / self.record.doc_index.path}: document {k} spans tokens "
+                f"[{start}, {start + doc.tokens}) but {self.domain}/{self.name} holds "
+                f"{self.num_tokens}: the index and the shards disagree; run `python -m shards "
+                "verify`")
         return self.tokens(start, start + doc.tokens)
 
+    def token_problem(self, start: int, tokens: np.ndarray, what: str = "") -> str | None:
+        """The problem line for an id >= the vocabulary in `tokens` (the split's tokens from
+        `start`): the shard file, the token offset in it and the id; None when all are valid."""
+        bad = np.flatnonzero(tokens >= self.dataset.vocab_size)
+        if not len(bad):
+            return None
+        pos = start + int(bad[0])
+        s = self._locate(pos)
+        return (f"{self.dataset.root / self.record.shards[s].path}: token id {int(tokens[bad[0]])} "
+                f"at token offset {pos - int(self.shard_starts[s])}{what} is >= the vocabulary "
+                f"size {self.dataset.vocab_size}: the shard is damaged; run `python -m shards "
+                "verify` and re-copy the dataset or re-run prep")
+
     def document_text(self, k: int) -> str:
-        return decode(self.document_tokens(k))
+        """Document `k`'s text; FormatError naming the shard, the offset and the id when a
+        token of it is outside the vocabulary (never decoded)."""
+        toks = self.document_tokens(k)
+        problem = self.token_problem(int(self.doc_starts[k]), toks,
+                                     f" (document {k} of {self.domain}/{self.name})")
+        if problem:
+            raise FormatError(problem)
+        return decode(toks)
 
 
 # --------------------------------------------------------------------------- datasets

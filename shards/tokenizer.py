@@ -8,7 +8,6 @@ this builds the same encoding from ``shards/assets/gpt2.tiktoken`` (a copy of
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from shards.format import TokenizerRecord
+from shards.hashing import file_sha256  # noqa: F401 (re-exported: shards.tokenizer.file_sha256)
 
 GPT2_RANKS_PATH = Path(__file__).with_name("assets") / "gpt2.tiktoken"
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -28,14 +28,6 @@ VOCAB_SIZE = 50257
 
 class TokenizerError(ValueError):
     pass
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_gpt2(ranks_file: str | Path | None = None) -> tiktoken.Encoding:

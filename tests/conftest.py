@@ -14,6 +14,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import random  # noqa: E402
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -24,6 +25,25 @@ from prep_fixture import (  # noqa: E402
     write_jsonl,
     write_recipe,
 )
+from shards_fixture import make_clean_dataset  # noqa: E402
+
+from shards.check import STAMP_NAME  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def clean_dataset(tmp_path_factory) -> Path:
+    """The clean dataset (shards_fixture.CLEAN_DOCS), written once per session: read it, never
+    change it (damage `clean_copy`)."""
+    return make_clean_dataset(tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture
+def clean_copy(clean_dataset: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A fresh copy of the clean dataset to damage, without any stamp; the stamp cache of
+    `shards.open` is this test's own (never the user's)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return Path(shutil.copytree(clean_dataset, tmp_path / "copy",
+                                ignore=shutil.ignore_patterns(STAMP_NAME)))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shards_fixture import make_dataset
 
 import shards
 from shards.check import STAMP_NAME, cache_stamp_path
@@ -19,21 +18,11 @@ from shards.format import FormatError
 from shards.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = {"train": [f"def f{i}(x):\n    return x * {i}\n" for i in range(12)],
-        "eval": ["print('hello')\n", "x = 1\n"]}
-PROSE = {"train": [f"Sentence number {i} is here." for i in range(8)], "eval": ["Rain today."]}
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("check"), {"code": CODE, "prose": PROSE},
-                        shard_tokens=64, block_size=16)
 
 
 @pytest.fixture
-def root(clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never the user's cache
-    return Path(shutil.copytree(clean, tmp_path / "copy"))
+def root(clean_copy: Path) -> Path:
+    return clean_copy  # its stamp cache is the test's own, never the user's
 
 
 def declared(root: Path) -> tuple[list[Path], list[Path]]:
@@ -160,6 +149,92 @@ def test_stamp_skips_unchanged_files_and_rereads_a_touched_one(root: Path) -> No
     # a damaged file has a new mtime: re-read and refused, never skipped
     set_token(touched, 0, 50300)
     assert refusal(root).startswith(f"{touched}: 1 token id(s)")
+
+
+def forge(path: Path, change) -> None:  # noqa: ANN001
+    """Change a file's bytes in place with `change(path)`, then give it its old mtime and
+    atime back (`os.utime`, as `touch -r`, `cp -p` from a bad copy or a restore tool do)."""
+    st = path.stat()
+    change(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_ids_changed_with_the_mtime_restored_are_refused(root: Path) -> None:
+    shards.open(root, verify="full")  # stamped: every file passed
+    damaged = [root / f"code/train/shard_0000{i}.bin" for i in range(3)]
+    for k, p in enumerate(damaged):
+        forge(p, lambda p, k=k: set_token(p, 2 + k, 50300))
+    for level in ("ids", "full"):
+        with pytest.raises(shards.DatasetError) as e:
+            shards.open(root, verify=level)
+        assert sorted(e.value.problems) == sorted(
+            f"{p}: 1 token id(s) >= vocab size 50257 (first at token offset {2 + k}: 50300)"
+            + (" and its sha256 differs from the manifest's" if level == "full" else "")
+            + "; the shard is damaged: re-copy the dataset or re-run prep"
+            for k, p in enumerate(damaged))
+
+
+def test_a_flipped_bit_with_the_mtime_restored_is_refused(root: Path) -> None:
+    shards.open(root, verify="full")
+    p = root / "prose/train/shard_00000.bin"
+
+    def flip(p: Path) -> None:
+        data = bytearray(p.read_bytes())
+        data[5] ^= 0x04  # token 2: another valid id
+        p.write_bytes(bytes(data))
+
+    forge(p, flip)
+    assert shards.open(root, verify="ids").verification.files_read == 1  # re-read, ids fine
+    msg = refusal(root)
+    assert msg.startswith(f"{p}: sha256 ") and "differs from the manifest's" in msg
+
+
+def test_a_bad_copy_put_over_a_file_by_cp_p_or_a_rename_is_read(root: Path,
+                                                                 tmp_path: Path) -> None:
+    shards.open(root, verify="full")
+    target = root / "code/eval/shard_00000.bin"
+    bad = tmp_path / "bad.bin"
+    shutil.copy2(target, bad)  # a copy with the same bytes, size and mtime...
+    set_token(bad, 1, 60000)  # ... then damaged, and given the original's mtime again
+    shutil.copystat(target, bad)
+    shutil.copy2(bad, target)  # cp -p: same inode, bytes and mtime from the bad copy
+    assert target.stat().st_mtime_ns == bad.stat().st_mtime_ns
+    assert refusal(root).startswith(f"{target}: 1 token id(s)")
+
+
+def test_replacing_a_file_by_rename_and_chmod_are_seen_and_cost_one_read(root: Path) -> None:
+    sh, ix = declared(root)
+    shards.open(root, verify="full")
+    p = sh[0]
+    tmp = p.with_name("replacement")
+    shutil.copy2(p, tmp)  # same bytes, size and mtime: a new inode
+    os.replace(tmp, p)
+    v = shards.open(root, verify="full").verification
+    assert (v.files_read, v.problems) == (1, [])
+    sh[1].chmod(0o444)  # metadata only: the ctime changes, the file is read again, and passes
+    v = shards.open(root, verify="full").verification
+    assert (v.files_read, v.problems) == (1, [])
+    assert shards.open(root, verify="full").verification.files_read == 0
+
+
+def test_a_copy_of_a_stamped_dataset_is_read_in_full(root: Path, tmp_path: Path) -> None:
+    sh, ix = declared(root)
+    shards.open(root, verify="full")
+    copy = Path(shutil.copytree(root, tmp_path / "copied"))  # cp -a: mtimes and the stamp too
+    assert (copy / STAMP_NAME).is_file()
+    assert shards.open(copy, verify="full").verification.files_read == len(sh) + len(ix)
+
+
+def test_a_stamp_of_version_1_is_not_trusted(root: Path) -> None:
+    sh, ix = declared(root)
+    shards.open(root, verify="full")
+    st = json.loads((root / STAMP_NAME).read_text())
+    assert st["version"] == 2 and set(next(iter(st["files"].values()))) == {
+        "size", "mtime_ns", "ctime_ns", "inode", "sha256", "level"}
+    st["version"] = 1  # mtime and size alone: what a forged mtime fooled
+    (root / STAMP_NAME).write_text(json.dumps(st))
+    assert shards.open(root, verify="full").verification.files_read == len(sh) + len(ix)
 
 
 def test_ids_stamp_does_not_stand_for_full(root: Path) -> None:

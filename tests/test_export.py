@@ -13,25 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shards_fixture import make_dataset
 
 import shards
 from shards import atomic
 from shards.__main__ import main
 from shards.export import EXPORT_NAME, KILL_AT_ENV
+from shards.export_formats import LLMC_MAX_FILE_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = {"train": [(f"def f{i}():\n    return {i}\n" * (1 + i % 7), {"repo_name": f"r{i}"})
-                  for i in range(30)]
-        + [("x = 1\n" * 120, {"repo_name": "long"})],  # ~480 tokens: runs over several shards
-        "eval": [("y = 2\n", {"repo_name": "e"}), ("z = 3\n", {"repo_name": "e"})]}
-PROSE = {"train": [f"Sentence number {i} is here." for i in range(12)], "eval": []}
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("export"), {"code": CODE, "prose": PROSE},
-                        shard_tokens=64, block_size=16)
+def root(clean_dataset: Path) -> Path:
+    return clean_dataset  # read only: damage goes into copies
 
 
 def sha256(path: Path) -> str:
@@ -81,7 +75,7 @@ def test_megatron_read_back_by_megatron_core(root: Path, tmp_path: Path) -> None
     seen = 0
     for s in m["splits"]:
         sp = ds.split(s["domain"], s["split"])
-        if not sp.num_tokens:  # prose/eval: nothing to read, listed without files
+        if not sp.num_tokens:  # math/eval: nothing to read, listed without files
             assert s["files"] == [] and s["megatron_prefix"] is None
             continue
         seen += 1
@@ -93,7 +87,7 @@ def test_megatron_read_back_by_megatron_core(root: Path, tmp_path: Path) -> None
         for k in range(sp.num_docs):
             assert np.array_equal(idx[k], sp.document_tokens(k)), (s["domain"], k)
         assert np.array_equal(np.concatenate(idx[0:len(idx)]), sp.stream())
-    assert seen == 3
+    assert seen == 5
     assert max(d.tokens for d in ds.split("code", "train").documents()) > 3 * 64
 
 
@@ -108,7 +102,7 @@ def test_llmc_read_back_from_the_documented_layout(root: Path, tmp_path: Path) -
     n = -(-sp.num_tokens // 300)
     assert names["code", "train"] == [f"code/code_train_{i:06d}.bin" for i in range(n)]
     assert names["code", "eval"] == ["code/code_val_000000.bin"]
-    assert names["prose", "eval"] == []
+    assert names["math", "eval"] == []
     for (d, s), paths in names.items():
         split = ds.split(d, s)
         parts = [read_llmc(out / p) for p in paths]
@@ -122,7 +116,25 @@ def test_llmc_read_back_from_the_documented_layout(root: Path, tmp_path: Path) -
     # llm.c's globs pick the train files of every domain and nothing else
     train = sorted(out.glob("*/*_train_??????.bin"))
     assert [str(p.relative_to(out)) for p in train] == sorted(
-        names["code", "train"] + names["prose", "train"])
+        names["code", "train"] + names["math", "train"] + names["prose", "train"])
+
+
+def test_llmc_files_stay_under_the_2_gib_that_llm_c_can_seek(root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    # dataloader.h: fseekCheck(f, (int) current_offset, SEEK_SET); every offset lies in the file
+    assert 1024 + 2 * LLMC_MAX_FILE_TOKENS <= 2**31 - 1 < 1024 + 2 * (LLMC_MAX_FILE_TOKENS + 1)
+    assert LLMC_MAX_FILE_TOKENS == 1_073_741_311
+    for n in (LLMC_MAX_FILE_TOKENS + 1, 2**31 - 1):
+        assert export(root, tmp_path / "o", "--format", "llmc", "--shard-tokens", str(n)) == 2
+        assert capsys.readouterr().err == (
+            f"error: --shard-tokens {n}: must be between 1 and 1073741311: llm.c's dataloader.h "
+            "seeks with an int offset, so a file must stay under 2 GiB (2147483647 bytes with "
+            "its 1024-byte header)\n")
+    assert not (tmp_path / "o").exists()
+    assert export(root, tmp_path / "o", "--format", "llmc", "--shard-tokens",
+                  str(LLMC_MAX_FILE_TOKENS)) == 0
+    assert export(root, tmp_path / "m", "--format", "megatron", "--shard-tokens",
+                  str(2**31)) == 0  # llmc only: Megatron's files have no such limit
 
 
 def test_export_is_deterministic(root: Path, tmp_path: Path) -> None:
@@ -182,8 +194,10 @@ def test_a_directory_that_is_not_an_export_is_never_replaced(
 def test_help_explains_every_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "shards", "export", "--help"], capture_output=True,
                          text=True, check=True, cwd=REPO).stdout
-    for flag in ("--format {megatron,llmc}", "--out OUT", "--overwrite", "--domain DOMAIN",
-                 "--split {train,eval}", "--shard-tokens SHARD_TOKENS", "dataset directory"):
+    for flag in ("--format {megatron,llmc,nanogpt}", "--out OUT", "--overwrite",
+                 "--domain DOMAIN", "--split {train,eval}", "--shard-tokens SHARD_TOKENS",
+                 "--domain-weights code=1,math=1,prose=1", "--seed SEED",
+                 "--when-exhausted {repeat,stop}", "dataset directory"):
         assert flag in out, flag
     assert "default: 100000000" in out
     assert "export" in subprocess.run([sys.executable, "-m", "shards", "--help"], text=True,

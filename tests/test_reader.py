@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-from shards_fixture import gpt2, make_dataset
+from shards_fixture import gpt2, make_dataset, set_token
 
 import shards
 from shards.format import FormatError, content_hash
@@ -109,6 +109,26 @@ def test_decode_strips_eot(root: Path) -> None:
     toks = encode_document(gpt2(), "hi there")
     assert shards.decode(toks) == "hi there"
     assert shards.decode(np.concatenate([toks, toks])) == "hi therehi there"
+
+
+@pytest.mark.parametrize("value", [50257, 50300, 65535])
+def test_an_id_outside_the_vocabulary_is_never_decoded(root: Path, value: int) -> None:
+    with pytest.raises(FormatError, match=rf"^token id {value} at position 1 is not in the GPT-2 "
+                                          r"vocabulary \(ids 0\.\.50256\): it cannot be "):
+        shards.decode(np.array([31, value, EOT_ID], dtype=np.uint16))
+    sp = shards.open(root).split("code", "train")
+    start = int(sp.doc_starts[3])
+    s = int(np.searchsorted(sp.shard_starts, start + 2, side="right")) - 1
+    path = root / sp.record.shards[s].path
+    set_token(path, start + 2 - int(sp.shard_starts[s]), value)
+    sp = shards.open(root).split("code", "train")
+    with pytest.raises(FormatError) as e:
+        sp.document_text(3)
+    assert str(e.value) == (
+        f"{path}: token id {value} at token offset {start + 2 - int(sp.shard_starts[s])} "
+        "(document 3 of code/train) is >= the vocabulary size 50257: the shard is damaged; run "
+        "`python -m shards verify` and re-copy the dataset or re-run prep")
+    assert sp.document_text(2)  # the other documents still read
 
 
 # --------------------------------------------------------------------------- bad datasets

@@ -175,7 +175,7 @@ def test_spawned_workers_reopen_by_path(root: Path) -> None:
 
 
 def test_shards_imports_without_torch() -> None:
-    code = ("import sys, shards, shards.export, shards.stream; "
+    code = ("import sys, shards, shards.export, shards.scan; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        env={**os.environ, "PYTHONPATH": str(REPO)})

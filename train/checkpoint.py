@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from shards.atomic import atomic_open
+from shards.hashing import distinct, hash_range
 
 CKPT_NAME = "ckpt.pt"
 # test hook: SIGKILL this process while it writes the checkpoint of step N (temp file half done)
@@ -104,17 +105,11 @@ def checksum_status(path: str | Path) -> str | None:
         if recorded is None:
             return ("it has no checksum trailer: the file is truncated, or was not written by "
                     "this version of train/moe.py")
-        f.seek(0)
         h = hashlib.sha256()
-        left = size - TRAILER_LEN
-        while left > 0:
-            chunk = f.read(min(8 << 20, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
+        hash_range(h, f, 0, size - TRAILER_LEN)
     if h.hexdigest() != recorded:
-        return (f"its sha256 {h.hexdigest()[:16]}... is not the {recorded[:16]}... recorded "
+        got, want = distinct(h.hexdigest(), recorded)
+        return (f"its sha256 {got} is not the {want} recorded "
                 "when it was written: the file is damaged")
     return None
 
@@ -160,8 +155,10 @@ def check_compatible(ckpt: dict[str, Any], path: str | Path, *, model_config: di
     if ckpt["data_fingerprint"] != data_fingerprint and "data" not in may_differ:
         raise CheckpointError(
             f"--resume: {path} was trained on a different dataset (fingerprint "
-            f"{ckpt['data_fingerprint'][:12]}... from {ckpt.get('data_dir')!r}; --data "
-            f"{data_dir!r} has {data_fingerprint[:12]}...). Resume with the original --data, "
+            f"{distinct(ckpt['data_fingerprint'], data_fingerprint, 12)[0]} from "
+            f"{ckpt.get('data_dir')!r}; --data {data_dir!r} has "
+            f"{distinct(ckpt['data_fingerprint'], data_fingerprint, 12)[1]}). Resume with the "
+            "original --data, "
             "or train into a new --out.")
     saved_world = ckpt["sampler"].get("world_size")
     if saved_world != world_size:

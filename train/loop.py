@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import shards
 from shards.atomic import copy_file
 from shards.format import FormatError
+from shards.hashing import distinct
 from train.checkpoint import (
     CKPT_NAME,
     check_compatible,
@@ -96,8 +97,8 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
     if ckpt is not None:
         old_fp = ckpt["data_fingerprint"]
         data_change = None if old_fp == ds.fingerprint else (
-            f"{ckpt.get('data_dir')} (fingerprint {old_fp[:12]}...)",
-            f"{cfg.data} (fingerprint {ds.fingerprint[:12]}...)")
+            f"{ckpt.get('data_dir')} (fingerprint {distinct(old_fp, ds.fingerprint, 12)[0]})",
+            f"{cfg.data} (fingerprint {distinct(old_fp, ds.fingerprint, 12)[1]})")
         changes = changes_to_accept(ckpt["train_config"], cfg, ckpt_path, data_change)
         check_compatible(ckpt, ckpt_path, model_config=mcfg_dict,
                          data_fingerprint=ds.fingerprint, data_dir=str(cfg.data),

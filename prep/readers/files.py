@@ -32,6 +32,8 @@ from typing import Any
 
 import zstandard
 
+from shards.hashing import hash_range
+
 CHUNK = 1 << 16  # bytes per read: 64 KiB keeps the decompressed output in cache (a .zst
 #                  JSON Lines file reads ~1.1x faster than with 1 MiB); looked up at call
 #                  time, so tests can shrink it
@@ -112,24 +114,11 @@ def spec_identity(spec: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canon.encode()).hexdigest()[:32]
 
 
-def hash_range(hasher: Any, path: str, start: int = 0, end: int | None = None) -> Any:
-    """Feed `hasher` bytes [start, end) of a file (to its end by default); return it."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = None if end is None else end - start
-        while left is None or left > 0:
-            block = f.read(CHUNK if left is None else min(CHUNK, left))
-            if not block:
-                break
-            hasher.update(block)
-            if left is not None:
-                left -= len(block)
-    return hasher
-
-
 def sha256_range(path: str, start: int = 0, end: int | None = None) -> str:
     """sha256 of bytes [start, end) of a file (the whole file by default)."""
-    return hash_range(hashlib.sha256(), path, start, end).hexdigest()
+    h = hashlib.sha256()
+    hash_range(h, path, start, end)
+    return h.hexdigest()
 
 
 def file_record(path: str, name: str | None = None) -> dict[str, Any]:

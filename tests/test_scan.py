@@ -1,4 +1,4 @@
-"""`shards.stream`: a split read once in bounded memory, every byte checked on the way."""
+"""`shards.scan`: a split read once in bounded memory, every byte checked on the way."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from shards_fixture import make_dataset
 
 import shards
 from shards.format import FormatError
-from shards.stream import document_batches, documents, token_chunks
+from shards.scan import document_batches, documents, token_chunks
 
 DOCS = {"train": [(f"item {i} " * (1 + i % 9), {"n": i}) for i in range(50)],
         "eval": ["a", "b"]}
