@@ -457,3 +457,20 @@ def test_checks_option(tangled: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "exact 4-grams" in out and "format artifacts" not in out and "diversity" not in out
     assert main(["audit", str(tangled), "--checks", "artifacts,typo"]) == 2
     assert "unknown check(s) typo" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def test_bench_contenders_agree(tangled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark's two contenders (the audit before streaming, kept as its baseline, and
+    this one) give the same contamination figures."""
+    from shards.bench_audit import bench_index, child
+    from shards.console import Out
+    figures = {}
+    for which in ("old", "new"):
+        assert child(which, str(tangled), "contamination") == 0
+        figures[which] = json.loads(capsys.readouterr().out)["figures"]
+    assert figures["old"] == figures["new"] and figures["new"]["code"]["own_train"][0] > 0
+    fig = bench_index([1000], Out(), queries=4096)
+    assert fig[1000]["fp"] < 0.05 and "Bloom filter alone" in capsys.readouterr().out
