@@ -83,7 +83,14 @@ class EvalIndex:
 
 
 class TrainScan:
-    """Streams one train domain's pieces against the eval index (`feed`), marking what it finds."""
+    """Streams one train domain's pieces against the eval index (`feed`), marking what it finds.
+
+    Exact lookups go through a small direct-mapped cache (hash -> position, 64K entries): when
+    train repeats eval n-grams (templates, licence headers), most hits are repeats and skip the
+    index's bucket walk.
+    """
+
+    CACHE = 1 << 16
 
     def __init__(self, ev: EvalIndex, domain: str, eot: int) -> None:
         d = ev.train_domains.index(domain)
@@ -94,6 +101,22 @@ class TrainScan:
         self.eot = eot
         self.candidates = 0  # windows the Bloom filter let through
         self.hits = 0  # train n-grams found in eval (with repeats)
+        # empty slot s holds s ^ 1: its low bits are not s, so no hash of that slot equals it
+        self._keys = np.arange(self.CACHE, dtype=np.uint64) ^ np.uint64(1)
+        self._pos = np.zeros(self.CACHE, dtype=np.int64)
+
+    def _find(self, h: np.ndarray) -> np.ndarray:
+        slot = (h & np.uint64(self.CACHE - 1)).view(np.int64)
+        known = self._keys[slot] == h
+        out = np.where(known, self._pos[slot], np.int64(-1))
+        miss = np.flatnonzero(~known)
+        if len(miss):
+            pos = self.index.find(h[miss])
+            out[miss] = pos
+            found = miss[pos >= 0]
+            self._keys[slot[found]] = h[found]
+            self._pos[slot[found]] = pos[pos >= 0]
+        return out
 
     def feed(self, piece: Piece) -> None:
         if not len(self.index):
@@ -104,7 +127,7 @@ class TrainScan:
                 continue
             self.candidates += len(cand)
             cand = cand[eot_free(cand + off, piece.eots, self.n)]
-            pos = self.index.find(h[cand])
+            pos = self._find(h[cand])
             pos = pos[pos >= 0]
             self.hits += len(pos)
             self.row[pos] |= self.bit

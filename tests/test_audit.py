@@ -223,8 +223,12 @@ def tangled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("t"), data, shard_tokens=32, block_size=16)
 
 
-@pytest.mark.parametrize("n", [4, 13])
-def test_contamination_equals_brute_force(tangled: Path, n: int) -> None:
+@pytest.mark.parametrize(("n", "cache"), [(4, 1 << 16), (4, 4), (13, 1 << 16)])
+def test_contamination_equals_brute_force(tangled: Path, n: int, cache: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also with a 4-entry lookup cache in the train scan: slots overwritten all the time."""
+    from shards.audit_overlap import TrainScan
+    monkeypatch.setattr(TrainScan, "CACHE", cache)
     ds = shards.open(tangled)
     want = reference(ds, n)
     got = audit(ds, n=n, checks=("contamination",))
