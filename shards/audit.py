@@ -61,11 +61,12 @@ def near_duplicates(ds: Dataset, problems: Problems) -> dict[str, Any] | None:
 
 
 def audit(ds: Dataset, *, n: int = NGRAM, checks: tuple[str, ...] = CHECKS,
-          chunk_tokens: int = CHUNK_TOKENS, timings: dict[str, float] | None = None,
+          chunk_tokens: int = CHUNK_TOKENS, stats: dict[str, float] | None = None,
           ) -> dict[str, Any]:
     """The whole report as plain data (the `--json` output); ``report["problems"]`` lists the
-    damage found (one line each). `timings`, when given, receives the seconds of each phase."""
-    clock = {} if timings is None else timings
+    damage found (one line each). `stats`, when given, receives the seconds of each phase and
+    the index's size."""
+    clock = {} if stats is None else stats
     problems = Problems()
     t0 = time.perf_counter()
     ev = EvalIndex.build(ds, problems, n, chunk_tokens) if "contamination" in checks else None

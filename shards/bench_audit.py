@@ -49,7 +49,7 @@ def child(which: str, root: str, checks: str) -> int:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if which == "new":
-        report = audit(ds, checks=tuple(checks.split(",")), timings=timings)
+        report = audit(ds, checks=tuple(checks.split(",")), stats=timings)
     else:
         report = bench_audit_baseline.audit(ds, tuple(checks.split(",")))
     seconds = time.perf_counter() - t0

@@ -226,3 +226,19 @@ def test_gzip_files_and_list_fields(tmp_path: Path) -> None:
     index = BenchmarkIndex.build([BenchmarkFile(str(tmp_path / "mc.jsonl.gz"))], encode=encode)
     assert index.stats[0]["texts"] == 2
     assert index.match(np.array(gpt2().encode_ordinary(FUNCTIONS[0]), dtype=np.uint16)) == 0
+
+
+def test_match_many_equals_match(bench: Path) -> None:
+    """The batched form (what a worker should call on a batch of tokenized documents) gives
+    each document's own answer: hits never leak into the neighbour."""
+    index = BenchmarkIndex.build(config(bench), encode=encode)
+    q0 = gpt2().encode_ordinary(QUESTIONS[0])
+    f0 = gpt2().encode_ordinary(FUNCTIONS[0])
+    docs = [np.array(q0[:7], dtype=np.uint16), np.array(q0[7:20], dtype=np.uint16),  # split
+            encode(QUESTIONS[0]), np.zeros(0, dtype=np.uint16), encode("x"),
+            np.array(f0 + q0, dtype=np.uint16), np.array(f0[:12], dtype=np.uint16),
+            np.array(f0[12:40], dtype=np.uint16)]
+    want = [index.match(d) for d in docs]
+    assert want == [None, 0, 0, None, None, 0, None, 1]
+    assert index.match_many(docs) == want
+    assert index.match_many([]) == []
