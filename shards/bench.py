@@ -9,7 +9,10 @@ with the real shard writer, then times:
 - the check `shards.open` runs before training (``verify="full"``: sha256 and token ids in one
   read; ``"ids"``: token ids alone), in GB/s against the same baseline, and a second
   ``verify="full"`` open that its stamp lets skip every unchanged file (the speedup);
-- `audit` (exact 13-gram contamination, diversity, format artifacts), in seconds;
+- `audit` (exact 13-gram contamination, diversity, format artifacts), in seconds; with
+  ``--audit``, instead of the rest, the streaming audit beside the audit it replaced (time,
+  train tokens/s, peak RSS per eval token: shards/bench_audit.py), and with ``--index`` the
+  choice of n-gram index (np.searchsorted, Bloom filter, both);
 - `export` to Megatron-LM and to llm.c files (MB of tokens per second, fsynced like every write
   of this project) against a plain durable copy of the same shard files (`atomic.copy_file`), the
   baseline, measured in the same run; and the export's peak RSS, in a process of its own, against
@@ -38,6 +41,7 @@ import numpy as np
 import shards
 from shards import atomic
 from shards.audit import audit
+from shards.bench_audit import bench_audit, bench_index
 from shards.check import STAMP_NAME
 from shards.console import Out
 from shards.export import ExportConfig, export
@@ -285,6 +289,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to write the dataset (default: a temporary directory, removed)")
     p.add_argument("--repeat", type=int, default=5,
                    help="hashing runs of baseline and verify; the best of each counts (default: 5)")
+    p.add_argument("--audit", action="store_true",
+                   help="benchmark only the audit: the streaming audit against the audit before "
+                   "it, each in its own process (time, train tokens/s, peak RSS per eval token)")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="with --audit: benchmark on this existing dataset instead of generating")
+    p.add_argument("--eval-every", type=int, default=20,
+                   help="one generated document in this many goes to eval (default: 20)")
+    p.add_argument("--index", action="store_true",
+                   help="benchmark only the n-gram index structures (np.searchsorted, Bloom "
+                   "filter, bucket directory) at --index-sizes distinct hashes")
+    p.add_argument("--index-sizes", default="1000000,8000000,30000000",
+                   help="with --index: comma-separated numbers of distinct hashes "
+                   "(default: 1000000,8000000,30000000)")
     args = p.parse_args(argv)
     if not (math.isfinite(args.size_mb) and args.size_mb > 0):
         p.error(f"--size-mb must be a finite number > 0, got {args.size_mb}")
@@ -292,7 +309,22 @@ def main(argv: list[str] | None = None) -> int:
         if v < 1:
             p.error(f"{flag} must be >= 1, got {v}")
     cfg = BenchConfig(size_mb=args.size_mb, seed=args.seed, shard_tokens=args.shard_tokens,
-                      repeat=args.repeat)
+                      repeat=args.repeat, eval_every=args.eval_every)
+    if args.index:
+        bench_index([int(x) for x in args.index_sizes.split(",")], Out())
+        return 0
+    if args.audit and args.dataset is not None:
+        bench_audit(args.dataset, cfg.repeat, Out())
+        return 0
+    if args.audit:
+        with tempfile.TemporaryDirectory(prefix="shards-bench-",
+                                         dir=args.workdir) as tmp:
+            t0 = time.perf_counter()
+            root = generate(Path(tmp) / "bench", cfg)
+            Out().line(f"(generated {cfg.size_mb:g} MB of text per domain in "
+                       f"{time.perf_counter() - t0:.0f} s)")
+            bench_audit(root, cfg.repeat, Out())
+        return 0
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
         run(cfg, args.workdir, Out())
