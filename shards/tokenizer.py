@@ -1,21 +1,44 @@
-"""GPT-2 BPE from the ranks this package ships: no download, pinned by sha256.
+"""GPT-2 BPE from the ranks this package ships (no download, pinned by sha256), and the one
+entry point to its encoders.
 
 tiktoken's own `tiktoken.get_encoding("gpt2")` fetches its files from the network at run time;
 this builds the same encoding from ``shards/assets/gpt2.tiktoken`` (a copy of
 ``whisper/assets/gpt2.tiktoken`` from the openai-whisper 20250625 sdist, MIT licence, see
 ``assets/GPT2_BPE_LICENSE.txt``) with tiktoken's own GPT-2 split pattern.
+
+Encoders (`shards.encoders`): tiktoken is the reference; gigatoken and fastokens are faster
+backends that must write the same ids. :func:`load_encoder` gives a process its encoder for a
+``--tokenizer-backend`` value: ``auto`` takes the fastest installed backend that passes the
+conformance check (`shards.conformance`), else tiktoken, with a one-line warning when a backend
+is refused; an explicit backend that is missing or fails the check is a one-line error.
+:func:`probe_backend` answers the same question for a process that will fork workers, without
+running a Rust encoder in it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
+from shards import codepoints, conformance
+from shards.encoders import (
+    FAST_BACKENDS,
+    FAST_EXTRA,
+    BackendMissing,
+    Encoder,
+    TiktokenEncoder,
+    TokenizerError,
+)
 from shards.format import TokenizerRecord
 
 GPT2_RANKS_PATH = Path(__file__).with_name("assets") / "gpt2.tiktoken"
@@ -24,10 +47,8 @@ GPT2_RANKS = 50256
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 50256
 VOCAB_SIZE = 50257
-
-
-class TokenizerError(ValueError):
-    pass
+BACKEND_CHOICES = ("auto", "tiktoken", *FAST_BACKENDS)
+DEFAULT_BACKEND = "auto"
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -89,3 +110,129 @@ def encode_document(enc: tiktoken.Encoding, text: str) -> np.ndarray:
     out[:-1] = ids
     out[-1] = EOT_ID
     return out
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which encoder a ``--tokenizer-backend`` value gives on this machine, and what to tell
+    the person running (a refused backend's one-line warning, a hint)."""
+
+    requested: str
+    name: str
+    version: str
+    notes: tuple[str, ...] = ()
+    scan_key: str = ""  # the code point scan's key, and what it found (`shards.codepoints`)
+    divergent: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@functools.lru_cache(maxsize=4)
+def reference_encoder(ranks_file: str | None = None) -> TiktokenEncoder:
+    """tiktoken on the GPT-2 ranks (the shipped ones, or `ranks_file`), once per process."""
+    return TiktokenEncoder(load_gpt2(ranks_file), EOT_ID)
+
+
+def load_encoder(backend: str = DEFAULT_BACKEND, ranks_file: str | None = None) -> Encoder:
+    """This process's encoder for a ``--tokenizer-backend`` value (chosen and checked once per
+    process); TokenizerError (one line) for an explicit backend that is missing or refused."""
+    return _chosen(backend, ranks_file)[0]
+
+
+def choose_backend(backend: str = DEFAULT_BACKEND, ranks_file: str | None = None
+                   ) -> BackendChoice:
+    """:func:`load_encoder`'s choice, described (runs the backends in this process)."""
+    enc, notes = _chosen(backend, ranks_file)
+    if isinstance(enc, codepoints.GuardedEncoder):
+        return BackendChoice(backend, enc.name, enc.version, notes, enc.scan_key,
+                             tuple((a, z) for a, z in enc.guard.ranges))
+    return BackendChoice(backend, enc.name, enc.version, notes)
+
+
+def probe_backend(backend: str = DEFAULT_BACKEND, ranks_file: str | None = None
+                  ) -> BackendChoice:
+    """:func:`choose_backend`, run in a child process whenever it would load a Rust backend:
+    a process that forks workers must never have run one (see `shards.encoders`)."""
+    if backend not in BACKEND_CHOICES:
+        raise TokenizerError(f"--tokenizer-backend {backend!r}: one of "
+                             f"{', '.join(BACKEND_CHOICES)}")
+    names = list(FAST_BACKENDS) if backend == "auto" else [backend]
+    if not any(n in FAST_BACKENDS and FAST_BACKENDS[n].installed() for n in names):
+        return choose_backend(backend, ranks_file)  # tiktoken, or a one-line error
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        choice = pool.submit(choose_backend, backend, ranks_file).result()
+    if choice.scan_key:  # workers forked from here need not scan again
+        codepoints.remember(choice.scan_key, [list(r) for r in choice.divergent])
+    return choice
+
+
+@functools.lru_cache(maxsize=8)
+def _chosen(requested: str, ranks_file: str | None) -> tuple[Encoder, tuple[str, ...]]:
+    ref = reference_encoder(ranks_file)
+    if requested == "tiktoken":
+        return ref, ()
+    if requested != "auto" and requested not in FAST_BACKENDS:
+        raise TokenizerError(f"--tokenizer-backend {requested!r}: one of "
+                             f"{', '.join(BACKEND_CHOICES)}")
+    explicit = requested != "auto"
+    path = str(Path(ranks_file) if ranks_file is not None else GPT2_RANKS_PATH)
+    ranks_sha = GPT2_RANKS_SHA256 if ranks_file is None else file_sha256(path)
+    notes: list[str] = []
+    tried = 0
+    for name in [requested] if explicit else list(FAST_BACKENDS):
+        backend = FAST_BACKENDS[name]
+        if not explicit and not backend.installed():
+            continue
+        tried += 1
+        try:
+            enc = _guarded(backend, backend.load(path, EOT_ID, r50k_pat_str), ref, ranks_sha)
+            bad = conformance.first_mismatch(enc, ref, ranks_sha)
+        except BackendMissing as e:
+            if explicit:
+                raise
+            notes.append(f"warning: {name} is installed but does not import ({e}); skipped")
+            continue
+        except Exception as e:  # a young package's API or build failing: never fatal for auto
+            if explicit:
+                raise TokenizerError(f"--tokenizer-backend {name}: could not build the encoder "
+                                     f"({type(e).__name__}: {e})") from e
+            notes.append(f"warning: {name} failed to build ({type(e).__name__}: {e}); skipped")
+            continue
+        ranges = enc.guard.ranges
+        ascii_bad = [a for a, _ in ranges if a < 0x80]
+        if bad is None and not ascii_bad:
+            if ranges:
+                notes.append(f"documents holding one of the {codepoints.describe(ranges)} that "
+                             f"{enc.label} classes unlike tiktoken are encoded by tiktoken")
+            return enc, tuple(notes)
+        what = (f"{enc.label}: {bad.describe(ref.encoding.decode)}" if bad is not None else
+                f"{enc.label}: ids differ from tiktoken's around ASCII {chr(ascii_bad[0])!r}")
+        if explicit:
+            raise TokenizerError(f"--tokenizer-backend {name} refused: {what}; use "
+                                 "--tokenizer-backend auto or tiktoken")
+        notes.append(f"warning: not using {what}")
+    if tried == 0:
+        notes.append(f"no fast encoder installed, using tiktoken ({FAST_EXTRA} for a 3-10x "
+                     "faster one that writes the same ids)")
+    elif notes:
+        notes[-1] += "; using tiktoken"
+    return ref, tuple(notes)
+
+
+def _guarded(backend: Any, fast: Encoder, ref: TiktokenEncoder, ranks_sha: str
+             ) -> codepoints.GuardedEncoder:
+    """`fast`, with the documents holding a code point it classes unlike tiktoken sent to
+    tiktoken (the code point scan: once per machine, `shards.codepoints`)."""
+    corpus = conformance.load_corpus()
+    stored = corpus.reference.get("block_digests")
+    digests = stored if corpus.reference.get("ranks_sha256") == ranks_sha else None
+    key = codepoints.scan_key(backend.identity(), ranks_sha, conformance.corpus_sha256())
+    ranges = codepoints.cached_scan(key, lambda: codepoints.divergent(fast, ref, digests))
+    return codepoints.GuardedEncoder(fast, ref, codepoints.Guard(ranges), key)
