@@ -12,6 +12,9 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from shards.conformance import DEFAULT_CHECK_EVERY
+from shards.tokenizer import BACKEND_CHOICES, DEFAULT_BACKEND
+
 DEFAULT_SIZE_MB = 10.0
 DEFAULT_EVAL_FRACTION = 0.05
 DEFAULT_SHUFFLE_DOCS = 10_000
@@ -82,6 +85,17 @@ class PrepConfig:
     shard_tokens: int = _f(1 << 27, "tokens per shard file (a multiple of the block size)")
     tokenizer_file: str | None = _f(None, "GPT-2 BPE ranks in tiktoken format (default: the "
                                           "copy shipped in shards/)")
+    tokenizer_backend: str | None = _f(None, "the GPT-2 encoder: 'auto' (the fastest installed "
+                                             "one that writes tiktoken's ids on the conformance "
+                                             "corpus), 'tiktoken' (the reference), 'gigatoken' "
+                                             "or 'fastokens' (pip install 'moe-shards[fast]'); "
+                                             "the output is byte-identical with each (default: "
+                                             f"the recipe's tokenizer_backend, else "
+                                             f"{DEFAULT_BACKEND})", choices=BACKEND_CHOICES)
+    tokenizer_check_every: int = _f(DEFAULT_CHECK_EVERY, "with a fast encoder, re-encode 1 in N "
+                                                         "documents (chosen by content hash) "
+                                                         "with tiktoken and fail the task on any "
+                                                         "difference; 0: off", metavar="N")
     max_bad_fraction: float = _f(0.001, "skip and count unreadable records up to this share of "
                                         "a domain; above it the run fails")
     cache_dir: str | None = _f(None, "where downloads (the MathQA ZIP) are kept (default: "
@@ -106,6 +120,8 @@ class PrepConfig:
                 bad.append(f"--{name.replace('_', '-')} must be > 0, got {v}")
         if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
             bad.append(f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")
+        if self.tokenizer_check_every < 0:
+            bad.append(f"--tokenizer-check-every must be >= 0, got {self.tokenizer_check_every}")
         if not 0 <= self.max_bad_fraction <= 1:
             bad.append(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if bad:

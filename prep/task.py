@@ -31,13 +31,13 @@ from prep.parts import MAX_BAD_EXAMPLES, PartsWriter, TaskCounts, TaskRecord
 from prep.readers import BadRecord, Document, Partition, ReadSettings, open_reader
 from prep.shuffle import ShuffleBuffer
 from prep.split import Splitter
-from shards.tokenizer import encode_document, load_gpt2
+from shards.conformance import EncoderMismatch, SampledCheck
+from shards.tokenizer import DEFAULT_BACKEND, load_encoder, reference_encoder
 
 if TYPE_CHECKING:
-    import tiktoken
-
     from prep.readers import Reader
     from prep.recipe import DomainConfig
+    from shards.encoders import Encoder
 
 CAP_GROWTH = 4  # each cap level reads this many times further into the partition
 
@@ -56,6 +56,8 @@ class DomainSettings:
     split_salt: str
     tokenizer_file: str | None
     max_bad_fraction: float
+    tokenizer_backend: str = DEFAULT_BACKEND  # as requested: each worker chooses and checks
+    tokenizer_check_every: int = 0  # SampledCheck's 1 in N (0: off)
 
     def reader_key(self) -> str:
         """What a domain's reader is built from, as JSON (the per-process cache's key)."""
@@ -88,14 +90,10 @@ class TaskJob:
     tasks_dir: str
 
 
-# Per process: the tokenizer and each domain's reader are built once, on first use. The plan
-# loads the tokenizer in the coordinator (`prep.plan`), so the local executor's forked workers
-# inherit it instead of loading it again (~0.1 s of each worker's start).
-@functools.lru_cache(maxsize=4)
-def encoding(tokenizer_file: str | None) -> tiktoken.Encoding:
-    return load_gpt2(tokenizer_file)
-
-
+# Per process: the encoder (cached by `shards.tokenizer`) and each domain's reader are built
+# once, on first use. The plan loads tiktoken in the coordinator (`prep.plan`), so the local
+# executor's forked workers inherit it instead of loading it again (~0.1 s of each worker's
+# start); a fast backend is loaded and checked in each worker, never in the coordinator.
 @functools.lru_cache(maxsize=16)
 def _reader(key: str) -> Reader:
     from prep.recipe import DomainConfig
@@ -109,7 +107,9 @@ def run_task(job: TaskJob) -> TaskRecord:
     t0 = time.perf_counter()
     spec, st = job.spec, job.settings
     faults.maybe_kill("task-start", spec.id)
-    enc = encoding(st.tokenizer_file)
+    enc = load_encoder(st.tokenizer_backend, st.tokenizer_file)
+    check = SampledCheck(st.tokenizer_check_every, enc,
+                         lambda: reference_encoder(st.tokenizer_file), spec.id)
     reader = _reader(st.reader_key())
     counts = TaskCounts()
     bad: list[str] = []
@@ -120,7 +120,7 @@ def run_task(job: TaskJob) -> TaskRecord:
                                  f"{spec.partition.key}",
                                  max_bytes=int(st.cfg.shuffle_buffer_mb * 1e6),
                                  size_of=lambda item: len(item[1]))(docs)
-        exhausted = _emit(shuffled, writer, enc, Splitter(st.split_salt),
+        exhausted = _emit(shuffled, writer, enc, check, Splitter(st.split_salt),
                           st.cfg.eval_fraction, spec, counts)
         provenance = None
         if exhausted and hasattr(reader, "partition_record"):
@@ -130,9 +130,12 @@ def run_task(job: TaskJob) -> TaskRecord:
             partition_index=spec.partition.index, level=spec.level, cap_bytes=spec.cap_bytes,
             cap_tokens=spec.cap_tokens, exhausted=exhausted, counts=counts, bad_examples=bad,
             files={}, provenance=provenance, seconds=round(time.perf_counter() - t0, 4),
-            host=socket.gethostname(), pid=os.getpid())
+            host=socket.gethostname(), pid=os.getpid(), tokenizer=check.record())
         faults.maybe_kill("task-before-done", spec.id)
         return writer.finish(record)
+    except EncoderMismatch as e:
+        writer.abort()
+        raise TaskError(str(e)) from e
     except BaseException:
         writer.abort()
         raise
@@ -169,8 +172,8 @@ def _filtered(records: Iterator[Document | BadRecord], st: DomainSettings, c: Ta
             yield rec, raw
 
 
-def _emit(stream: Iterator[tuple[Document, bytes]], writer: PartsWriter,
-          enc: tiktoken.Encoding, splitter: Splitter, eval_fraction: float, spec: TaskSpec,
+def _emit(stream: Iterator[tuple[Document, bytes]], writer: PartsWriter, enc: Encoder,
+          check: SampledCheck, splitter: Splitter, eval_fraction: float, spec: TaskSpec,
           c: TaskCounts) -> bool:
     """Hash, split, tokenize and write documents until the stream ends (True) or a cap is
     reached with documents left (False)."""
@@ -178,7 +181,8 @@ def _emit(stream: Iterator[tuple[Document, bytes]], writer: PartsWriter,
     sha256 = hashlib.sha256
     for doc, raw in stream:
         digest = sha256(raw).digest()
-        tokens = encode_document(enc, doc.text)
+        tokens = enc.encode_document(doc.text)
+        check(digest, doc.text, tokens, doc.source)  # a sampled document, re-encoded by tiktoken
         writer.add(tokens, digest, len(doc.text), len(raw),
                    splitter.point(digest) < eval_fraction, doc.source)
         c.docs += 1
