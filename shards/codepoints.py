@@ -8,14 +8,17 @@ classes 4,657 code points as letters that tiktoken 0.12-0.14 does not (those new
 CJK Extension J U+323B0-U+33479 and 25 smaller ranges); fastokens 0.3.5 classes one, U+180E
 MONGOLIAN VOWEL SEPARATOR, as whitespace. Neither differs on any other code point probed.
 
-The scan: every code point except surrogates goes into one short probe text that puts it before
-a contraction, between letters, digits and punctuation, doubled and around whitespace
-(:func:`probe`); the probes of 256 code points make one block. A backend encodes all 4,344
-blocks (~100 MB of text; gigatoken ~0.5 s, fastokens ~2 s) and each block's ids are compared
-with tiktoken's digest, stored in the conformance corpus; in a block that differs, each code
-point's probe is compared with tiktoken's ids. The result depends only on the backend's build,
-the ranks and this probe, so it is kept per machine (a small JSON file in ``~/.cache/moe-shards``,
-or ``$MOE_SHARDS_CACHE_DIR``; ``off`` turns it off) and per process.
+The verdict on a backend's build: the scan, then the conformance corpus through the guard
+(`shards.conformance`). The scan: every code point except surrogates goes into one short probe
+text that puts it before a contraction, between a letter and a digit, after punctuation and
+after whitespace (:func:`probe`); the probes of 256 code points make one block. A backend
+encodes all 4,344 blocks (~50 MB of rare characters: gigatoken ~2.5 s, fastokens ~3.5 s, once)
+and each block's ids are compared with tiktoken's digest, stored in the conformance corpus; in
+a block that differs, each code point's probe is compared with tiktoken's ids. The verdict
+depends only on the backend's build (version and compiled library's sha256), the ranks, the
+corpus and this probe, so it is kept per process (a forked worker inherits its coordinator's)
+and per machine (a small JSON file in ``~/.cache/moe-shards``, or ``$MOE_SHARDS_CACHE_DIR``;
+``off`` turns it off): a worker loads its backend (~0.05 s) and looks the verdict up.
 
 A backend whose divergent set holds an ASCII code point is refused: its documents cannot be
 told apart cheaply (an ASCII document skips the guard), and it is broken beyond tables.
@@ -154,42 +157,45 @@ class Guard:
 
 # --------------------------------------------------------------------------- the verdict cache
 
-_memo: dict[str, Ranges] = {}  # scan key -> divergent ranges, this process (forked: inherited)
+# A backend build's verdict: {"divergent": Ranges, "mismatch": one line or None}; per process
+# (a forked worker inherits its coordinator's) and per machine (a JSON file per key)
+_memo: dict[str, dict[str, Any]] = {}
 
 
-def scan_key(identity: dict[str, Any], ranks_sha256: str, corpus_sha256: str) -> str:
+def verdict_key(identity: dict[str, Any], ranks_sha256: str, corpus_sha256: str) -> str:
+    """What a verdict depends on: the backend's build, the ranks, the corpus, the probe."""
     blob = json.dumps({"probe": PROBE_VERSION, "ranks": ranks_sha256, "corpus": corpus_sha256,
                        **identity}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def remember(key: str, ranges: Ranges) -> None:
-    _memo[key] = ranges
+def remember(key: str, verdict: dict[str, Any]) -> None:
+    _memo[key] = verdict
 
 
-def cached_scan(key: str, scan: Callable[[], Ranges]) -> Ranges:
-    """The divergent ranges for `key`: this process's, this machine's cache, or `scan()`."""
+def cached_verdict(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The verdict for `key`: this process's, this machine's cache, or `compute()` (kept)."""
     if key in _memo:
         return _memo[key]
     folder = cache_dir()
-    path = folder / f"scan-{key[:32]}.json" if folder is not None else None
+    path = folder / f"verdict-{key[:32]}.json" if folder is not None else None
     if path is not None:
         try:
             data = json.loads(path.read_text())
             if data.get("key") == key:
-                _memo[key] = data["ranges"]
+                _memo[key] = data["verdict"]
                 return _memo[key]
         except (OSError, ValueError, KeyError):
             pass
-    ranges = scan()
-    _memo[key] = ranges
+    verdict = compute()
+    _memo[key] = verdict
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(path, json.dumps({"key": key, "ranges": ranges}) + "\n")
+            atomic.write_text(path, json.dumps({"key": key, "verdict": verdict}) + "\n")
         except OSError:
-            pass  # a read-only home: every process scans
-    return ranges
+            pass  # a read-only home: each process checks for itself
+    return verdict
 
 
 def cache_dir() -> Path | None:
@@ -206,12 +212,12 @@ class GuardedEncoder(Encoder):
     """A fast backend whose documents holding a divergent code point (`guard`) are encoded by
     tiktoken (`reference`) instead; ``routed`` counts them."""
 
-    def __init__(self, fast: Encoder, reference: Encoder, guard: Guard, scan_key: str = ""
+    def __init__(self, fast: Encoder, reference: Encoder, guard: Guard, verdict_key: str = ""
                  ) -> None:
         super().__init__(fast.eot_id, fast.version)
         self.name = fast.name
         self.fast, self.reference, self.guard = fast, reference, guard
-        self.scan_key = scan_key  # the scan that found the guard's code points
+        self.verdict_key = verdict_key  # the verdict (scan and conformance check) it was built on
         self.routed = 0
 
     def encode_ordinary(self, text: str) -> np.ndarray:

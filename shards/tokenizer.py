@@ -124,8 +124,8 @@ class BackendChoice:
     name: str
     version: str
     notes: tuple[str, ...] = ()
-    scan_key: str = ""  # the code point scan's key, and what it found (`shards.codepoints`)
-    divergent: tuple[tuple[int, int], ...] = ()
+    verdict_key: str = ""  # the backend's verdict, and the code points its guard sends to
+    divergent: tuple[tuple[int, int], ...] = ()  # tiktoken (`shards.codepoints`)
 
     @property
     def label(self) -> str:
@@ -149,7 +149,7 @@ def choose_backend(backend: str = DEFAULT_BACKEND, ranks_file: str | None = None
     """:func:`load_encoder`'s choice, described (runs the backends in this process)."""
     enc, notes = _chosen(backend, ranks_file)
     if isinstance(enc, codepoints.GuardedEncoder):
-        return BackendChoice(backend, enc.name, enc.version, notes, enc.scan_key,
+        return BackendChoice(backend, enc.name, enc.version, notes, enc.verdict_key,
                              tuple((a, z) for a, z in enc.guard.ranges))
     return BackendChoice(backend, enc.name, enc.version, notes)
 
@@ -168,8 +168,9 @@ def probe_backend(backend: str = DEFAULT_BACKEND, ranks_file: str | None = None
     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         choice = pool.submit(choose_backend, backend, ranks_file).result()
-    if choice.scan_key:  # workers forked from here need not scan again
-        codepoints.remember(choice.scan_key, [list(r) for r in choice.divergent])
+    if choice.verdict_key:  # workers forked from here need not check again
+        codepoints.remember(choice.verdict_key, {"divergent": [list(r) for r in choice.divergent],
+                                                 "mismatch": None})
     return choice
 
 
@@ -192,8 +193,7 @@ def _chosen(requested: str, ranks_file: str | None) -> tuple[Encoder, tuple[str,
             continue
         tried += 1
         try:
-            enc = _guarded(backend, backend.load(path, EOT_ID, r50k_pat_str), ref, ranks_sha)
-            bad = conformance.first_mismatch(enc, ref, ranks_sha)
+            enc, bad = _checked(backend, backend.load(path, EOT_ID, r50k_pat_str), ref, ranks_sha)
         except BackendMissing as e:
             if explicit:
                 raise
@@ -205,15 +205,12 @@ def _chosen(requested: str, ranks_file: str | None) -> tuple[Encoder, tuple[str,
                                      f"({type(e).__name__}: {e})") from e
             notes.append(f"warning: {name} failed to build ({type(e).__name__}: {e}); skipped")
             continue
-        ranges = enc.guard.ranges
-        ascii_bad = [a for a, _ in ranges if a < 0x80]
-        if bad is None and not ascii_bad:
-            if ranges:
-                notes.append(f"documents holding one of the {codepoints.describe(ranges)} that "
-                             f"{enc.label} classes unlike tiktoken are encoded by tiktoken")
+        if bad is None:
+            if enc.guard.ranges:
+                notes.append(f"documents holding one of the {codepoints.describe(enc.guard.ranges)}"
+                             f" that {enc.label} classes unlike tiktoken are encoded by tiktoken")
             return enc, tuple(notes)
-        what = (f"{enc.label}: {bad.describe(ref.encoding.decode)}" if bad is not None else
-                f"{enc.label}: ids differ from tiktoken's around ASCII {chr(ascii_bad[0])!r}")
+        what = f"{enc.label}: {bad}"
         if explicit:
             raise TokenizerError(f"--tokenizer-backend {name} refused: {what}; use "
                                  "--tokenizer-backend auto or tiktoken")
@@ -226,13 +223,27 @@ def _chosen(requested: str, ranks_file: str | None) -> tuple[Encoder, tuple[str,
     return ref, tuple(notes)
 
 
-def _guarded(backend: Any, fast: Encoder, ref: TiktokenEncoder, ranks_sha: str
-             ) -> codepoints.GuardedEncoder:
-    """`fast`, with the documents holding a code point it classes unlike tiktoken sent to
-    tiktoken (the code point scan: once per machine, `shards.codepoints`)."""
-    corpus = conformance.load_corpus()
-    stored = corpus.reference.get("block_digests")
-    digests = stored if corpus.reference.get("ranks_sha256") == ranks_sha else None
-    key = codepoints.scan_key(backend.identity(), ranks_sha, conformance.corpus_sha256())
-    ranges = codepoints.cached_scan(key, lambda: codepoints.divergent(fast, ref, digests))
-    return codepoints.GuardedEncoder(fast, ref, codepoints.Guard(ranges), key)
+def _checked(backend: Any, fast: Encoder, ref: TiktokenEncoder, ranks_sha: str
+             ) -> tuple[codepoints.GuardedEncoder, str | None]:
+    """`fast` guarded (the documents holding a code point it classes unlike tiktoken go to
+    tiktoken), and why it is refused (None: it passed). The verdict (code point scan, then the
+    conformance corpus through the guard) is made once per machine for a backend's build."""
+
+    def verdict() -> dict[str, Any]:
+        corpus = conformance.load_corpus()
+        stored = corpus.reference.get("block_digests")
+        digests = stored if corpus.reference.get("ranks_sha256") == ranks_sha else None
+        ranges = codepoints.divergent(fast, ref, digests)
+        if any(a < 0x80 for a, _ in ranges):
+            first = chr(next(a for a, _ in ranges))
+            return {"divergent": ranges, "mismatch": f"ids differ from tiktoken's around the "
+                                                     f"ASCII character {first!r}"}
+        enc = codepoints.GuardedEncoder(fast, ref, codepoints.Guard(ranges))
+        bad = conformance.first_mismatch(enc, ref, ranks_sha)
+        return {"divergent": ranges,
+                "mismatch": None if bad is None else bad.describe(ref.encoding.decode)}
+
+    key = codepoints.verdict_key(backend.identity(), ranks_sha, conformance.corpus_sha256())
+    v = codepoints.cached_verdict(key, verdict)
+    return codepoints.GuardedEncoder(fast, ref, codepoints.Guard(v["divergent"]), key), \
+        v["mismatch"]

@@ -113,7 +113,7 @@ def test_probing_a_backend_runs_no_rust_encoder_in_this_process():
     choice = tok.probe_backend("auto")
     assert choice.name == "gigatoken" and choice.requested == "auto"
     assert "gigatoken.gigatoken_rs" not in sys.modules  # it ran in a child
-    assert codepoints._memo[choice.scan_key] == [list(r) for r in choice.divergent]
+    assert codepoints._memo[choice.verdict_key]["divergent"] == [list(r) for r in choice.divergent]
 
 
 def _bounded_cache() -> tuple[int, bool, str]:
@@ -164,7 +164,9 @@ def fake_backends(monkeypatch, marker: str) -> None:
     fake = Backend("fake", "json", "fake>=1", lambda ranks, eot, pat: WrongOn(marker))
     monkeypatch.setattr("shards.encoders.FAST_BACKENDS", {"fake": fake})
     monkeypatch.setattr(tok, "FAST_BACKENDS", {"fake": fake})
-    monkeypatch.setattr(codepoints, "cached_scan", lambda key, scan: [])
+    monkeypatch.setenv(codepoints.CACHE_ENV, "off")  # no verdict kept: each fake is checked
+    monkeypatch.setattr(codepoints, "_memo", {})
+    monkeypatch.setattr(codepoints, "divergent", lambda enc, ref, digests: [])
 
 
 def test_auto_refuses_a_backend_with_a_wrong_id_on_one_conformance_text(fresh):

@@ -108,7 +108,9 @@ def fake_gigatoken(monkeypatch):
                    lambda ranks, eot, pat: WrongOn("zebra-marker"))
     tok._chosen.cache_clear()
     monkeypatch.setattr(tok, "FAST_BACKENDS", {"gigatoken": fake})
-    monkeypatch.setattr(codepoints, "cached_scan", lambda key, scan: [])
+    monkeypatch.setenv(codepoints.CACHE_ENV, "off")  # no verdict kept: each fake is checked
+    monkeypatch.setattr(codepoints, "_memo", {})
+    monkeypatch.setattr(codepoints, "divergent", lambda enc, ref, digests: [])
     yield
     monkeypatch.undo()
     tok._chosen.cache_clear()
