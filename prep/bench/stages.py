@@ -2,7 +2,8 @@
 
 The worker's real code (`prep.task`, the reader, `prep.parts`) run on the plan's partitions of
 the given files, cumulatively: each line adds one stage to the one before, in one process, CPU
-seconds (best of ``--repeat``); a stage's cost is the difference to the line before:
+and wall seconds (best of ``--repeat``); a stage's cost is the difference to the line before
+(noise of a few hundredths of a second included: a small stage can read 0):
 
 1. read: the files' bytes from disk, hashed (the reader's provenance sha256);
 2. decompress: ... decompressed by suffix;
@@ -12,7 +13,8 @@ seconds (best of ``--repeat``); a stage's cost is the difference to the line bef
 6. hash: ... content sha256 and split point of each document;
 7. encode: ... GPT-2 ids (the backend asked for; its load and check not counted);
 8. check: ... the sampled check (1 in --tokenizer-check-every);
-9. write: the whole task (`prep.task.run_task`: part files, completion record, fsync).
+9. write: the whole task (`prep.task.run_task`: part files, completion record; their fsync is
+   wall time, not CPU).
 
 "rest" (a `--workers 1` prep run's CPU less the tasks': start-up, plan, commit, assembly) is
 measured by `python -m prep.bench`, not here.
@@ -113,14 +115,15 @@ def split(files: list[str], backend: str = "auto", repeat: int = 2,
             "check": lambda: [_drain(checked(p)) for p in d.partitions],
             "write": run_tasks,
         }
-        cumulative = {}
+        cumulative, walls = {}, {}
         for name in STAGES:
-            best = float("inf")
+            best, wall = float("inf"), float("inf")
             for _ in range(repeat):
-                t = time.process_time()
+                t, w = time.process_time(), time.perf_counter()
                 steps[name]()
                 best = min(best, time.process_time() - t)
-            cumulative[name] = best
+                wall = min(wall, time.perf_counter() - w)
+            cumulative[name], walls[name] = best, wall
         mb = sum(len(doc.text.encode()) for p in d.partitions for doc, _ in docs(p)) / 1e6
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -129,9 +132,10 @@ def split(files: list[str], backend: str = "auto", repeat: int = 2,
         own[name] = max(0.0, cumulative[name] - prev)
         prev = max(prev, cumulative[name])
     return {"encoder": enc.label, "mb": mb, "partitions": len(d.partitions),
-            "cumulative_cpu_s": cumulative, "stage_cpu_s": own,
+            "cumulative_cpu_s": cumulative, "cumulative_wall_s": walls, "stage_cpu_s": own,
             "stage_share": {k: v / max(prev, 1e-9) for k, v in own.items()},
-            "mb_per_cpu_s": mb / max(prev, 1e-9)}
+            "mb_per_cpu_s": mb / max(prev, 1e-9),
+            "write_wall_s": max(0.0, walls["write"] - walls["check"])}
 
 
 def format_split(result: dict[str, Any]) -> str:
@@ -139,7 +143,8 @@ def format_split(result: dict[str, Any]) -> str:
     parts = ", ".join(f"{k} {v:.2f} s ({v / max(total, 1e-9):.0%})"
                       for k, v in result["stage_cpu_s"].items())
     return (f"{result['encoder']}, {result['mb']:.1f} MB in {result['partitions']} partitions, "
-            f"{result['mb_per_cpu_s']:.1f} MB per CPU-s: {parts}")
+            f"{result['mb_per_cpu_s']:.1f} MB per CPU-s: {parts}; the writes' wall time "
+            f"{result['write_wall_s']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
