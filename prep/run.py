@@ -72,9 +72,8 @@ def run(cfg: PrepConfig, reporter: Reporter, outcome: Outcome | None = None) -> 
         for note in d.notes:
             reporter.note(f"{d.name}: {note}")
     if plan.backend is not None:
-        b = plan.backend
-        reporter.note(f"encoder: {b.label} (--tokenizer-backend {b.requested})")
-        for note in b.notes:
+        reporter.note(f"encoder: {plan.backend.describe()}")
+        for note in plan.backend.notes:
             reporter.note(f"encoder: {note}")
     if outcome.slice_run:
         _run_slice(cfg, plan, out, reporter, outcome)

@@ -131,6 +131,15 @@ class BackendChoice:
     def label(self) -> str:
         return f"{self.name} {self.version}"
 
+    def describe(self) -> str:
+        """One line: the encoder, what was asked for, what its guard sends to tiktoken."""
+        guard = ""
+        if self.divergent:
+            guard = (f"; documents holding one of the "
+                     f"{codepoints.describe(list(self.divergent), most=2)}"
+                     " it classes unlike tiktoken are encoded by tiktoken")
+        return f"{self.label} (--tokenizer-backend {self.requested}{guard})"
+
 
 @functools.lru_cache(maxsize=4)
 def reference_encoder(ranks_file: str | None = None) -> TiktokenEncoder:
@@ -206,9 +215,6 @@ def _chosen(requested: str, ranks_file: str | None) -> tuple[Encoder, tuple[str,
             notes.append(f"warning: {name} failed to build ({type(e).__name__}: {e}); skipped")
             continue
         if bad is None:
-            if enc.guard.ranges:
-                notes.append(f"documents holding one of the {codepoints.describe(enc.guard.ranges)}"
-                             f" that {enc.label} classes unlike tiktoken are encoded by tiktoken")
             return enc, tuple(notes)
         what = f"{enc.label}: {bad}"
         if explicit:
