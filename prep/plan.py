@@ -129,7 +129,9 @@ def make_plan(cfg: PrepConfig) -> Plan:
         partitions = reader.partitions()
         st = DomainSettings(dcfg, ReadSettings(read.partition_bytes, read.cache_dir, False),
                             seed, recipe.split_salt, cfg.tokenizer_file, cfg.max_bad_fraction,
-                            requested, cfg.tokenizer_check_every)
+                            # auto that fell back: the workers need not try again
+                            "tiktoken" if backend.name == "tiktoken" else requested,
+                            cfg.tokenizer_check_every)
         k = max(1, min(dcfg.interleave, len(partitions)))
         budget_b = None if dcfg.size_mb is None else dcfg.size_mb * 1e6
         domains.append(DomainPlan(

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,8 +176,16 @@ def probe_backend(backend: str = DEFAULT_BACKEND, ranks_file: str | None = None
         return choose_backend(backend, ranks_file)  # tiktoken, or a one-line error
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        choice = pool.submit(choose_backend, backend, ranks_file).result()
+    try:
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            choice = pool.submit(choose_backend, backend, ranks_file).result()
+    except BrokenProcessPool as e:  # the backend crashed the process checking it
+        if backend != "auto":
+            raise TokenizerError(f"--tokenizer-backend {backend}: checking it crashed the "
+                                 f"process ({e}); use --tokenizer-backend auto or tiktoken") from e
+        ref = choose_backend("tiktoken", ranks_file)
+        return BackendChoice("auto", ref.name, ref.version, (
+            f"warning: checking the fast encoders crashed the process ({e}); using tiktoken",))
     if choice.verdict_key:  # workers forked from here need not check again
         codepoints.remember(choice.verdict_key, {"divergent": [list(r) for r in choice.divergent],
                                                  "mismatch": None})

@@ -24,8 +24,8 @@ EOT_TEXT_IDS = [27, 91, 437, 1659, 5239, 91, 29]
 ALL = ("tiktoken", *FAST_BACKENDS)
 
 
-def in_child(fn, *args):
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+def in_child(fn, *args, method: str = "fork"):
+    with ProcessPoolExecutor(1, mp_context=mp.get_context(method)) as pool:
         return pool.submit(fn, *args).result()
 
 
@@ -135,7 +135,9 @@ def _bounded_cache() -> tuple[int, bool, str]:
 
 def test_gigatokens_word_cache_is_bounded_by_rebuilding_it():
     installed("gigatoken")
-    rebuilds, same, threads = in_child(_bounded_cache)
+    # a fresh interpreter: a forked child's allocator reuses its parent's freed (resident) heap,
+    # so RSS, what the bound watches, would not grow with the cache
+    rebuilds, same, threads = in_child(_bounded_cache, method="spawn")
     assert rebuilds >= 1 and same
     assert threads == "1"  # one thread per worker process, set before the import
 
@@ -205,6 +207,23 @@ def test_a_missing_package_auto_uses_tiktoken_and_explicit_says_how_to_install(f
         msg = str(e.value)
         assert msg.startswith(f"--tokenizer-backend {name}: the {name} package is not installed")
         assert f"pip install '{req}'" in msg and "\n" not in msg
+
+
+def _crash(ranks, eot, pat):
+    import os
+
+    os._exit(3)  # a backend that brings its process down (a Rust panic that aborts)
+
+
+def test_a_backend_that_crashes_its_check_is_not_used(fresh):
+    crashing = Backend("crashy", "json", "crashy>=1", _crash)
+    fresh.setattr(tok, "FAST_BACKENDS", {"crashy": crashing})
+    fresh.setattr(tok, "BACKEND_CHOICES", ("auto", "tiktoken", "crashy"))
+    choice = tok.probe_backend("auto")  # checked in a child: this process lives on
+    assert choice.name == "tiktoken" and len(choice.notes) == 1
+    assert choice.notes[0].startswith("warning: checking the fast encoders crashed the process")
+    with pytest.raises(TokenizerError, match="^--tokenizer-backend crashy: checking it crashed"):
+        tok.probe_backend("crashy")
 
 
 def test_the_scan_finds_a_fakes_divergent_code_point_and_the_guard_routes_it():
