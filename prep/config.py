@@ -13,6 +13,9 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from shards.conformance import DEFAULT_CHECK_EVERY
+from shards.tokenizer import BACKEND_CHOICES, DEFAULT_BACKEND
+
 DEFAULT_SIZE_MB = 10.0
 DEFAULT_EVAL_FRACTION = 0.05
 DEFAULT_SHUFFLE_DOCS = 10_000
@@ -54,6 +57,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "block_size": {"low": 0, "low_open": True},
     "eval_fraction": {"low": 0, "low_open": True, "high": 1, "high_open": True},
     "min_eval_docs": {"low": 0},
+    "tokenizer_check_every": {"low": 0},
     "shuffle_buffer": {"low": 0, "low_open": True},
     "shuffle_buffer_mb": {"low": 0, "low_open": True},
     "interleave": {"low": 0, "low_open": True},
@@ -124,6 +128,17 @@ class PrepConfig:
     shard_tokens: int = _f(1 << 27, "tokens per shard file (a multiple of the block size)")
     tokenizer_file: str | None = _f(None, "GPT-2 BPE ranks in tiktoken format (default: the "
                                           "copy shipped in shards/)")
+    tokenizer_backend: str | None = _f(None, "the GPT-2 encoder: 'auto' (the fastest installed "
+                                             "one that writes tiktoken's ids on the conformance "
+                                             "corpus), 'tiktoken' (the reference), 'gigatoken' "
+                                             "or 'fastokens' (pip install 'moe-shards[fast]'); "
+                                             "the output is byte-identical with each (default: "
+                                             f"the recipe's tokenizer_backend, else "
+                                             f"{DEFAULT_BACKEND})", choices=BACKEND_CHOICES)
+    tokenizer_check_every: int = _f(DEFAULT_CHECK_EVERY, "with a fast encoder, re-encode 1 in N "
+                                                         "documents (chosen by content hash) "
+                                                         "with tiktoken and fail the task on any "
+                                                         "difference; 0: off", metavar="N")
     max_bad_fraction: float = _f(0.001, "skip and count unreadable records up to this share of "
                                         "a domain; above it the run fails")
     cache_dir: str | None = _f(None, "where downloads (the MathQA ZIP) are kept (default: "

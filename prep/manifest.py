@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from prep.assemble import SplitFiles
     from prep.commit import DomainResult
     from prep.config import PrepConfig
+    from prep.parts import TaskRecord
     from prep.plan import Plan
 
 
@@ -48,6 +49,27 @@ def split_records(written: dict[tuple[str, str], SplitFiles], results: dict[str,
             doc_index=DocIndexRecord(path=rel(files.index.out), docs=files.index.docs,
                                      bytes=files.index.bytes, sha256=files.index.sha256))
     return splits
+
+
+def encoder_record(plan: Plan, results: dict[str, DomainResult],
+                   done: dict[str, TaskRecord]) -> dict[str, Any]:
+    """Which encoders wrote the committed tasks' ids (a resume may switch backends: the output
+    is the same), and the sampled check against tiktoken; kept out of the fingerprint."""
+    tasks: dict[str, int] = {}
+    checked = routed = 0
+    for res in results.values():
+        for task_id in res.tasks:
+            t = done[task_id].tokenizer if task_id in done else {}
+            label = f"{t.get('backend', '?')} {t.get('version', '?')}"
+            tasks[label] = tasks.get(label, 0) + 1
+            checked += t.get("docs_checked", 0)
+            routed += t.get("docs_by_tiktoken", 0)
+    b = plan.backend
+    return {"requested": b.requested if b else "?", "chosen": b.label if b else "?",
+            "divergent_code_points": sum(z - a + 1 for a, z in b.divergent) if b else 0,
+            "check_every": plan.domains[0].settings.tokenizer_check_every if plan.domains else 0,
+            "tasks_by_encoder": dict(sorted(tasks.items())), "docs_checked": checked,
+            "docs_by_tiktoken": routed}
 
 
 def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult],

@@ -24,7 +24,7 @@ import os
 import shutil
 import socket
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,6 +70,7 @@ class TaskRecord:
     host: str = ""
     pid: int = 0
     version: int = RECORD_VERSION
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # encoder, version, sampled check
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskRecord:

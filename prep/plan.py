@@ -23,9 +23,16 @@ from prep import order
 from prep.config import PrepConfig
 from prep.readers import Partition, ReadSettings, open_reader
 from prep.recipe import DomainConfig, Recipe, load_recipe
-from prep.task import DomainSettings, TaskSpec, encoding
+from prep.task import DomainSettings, TaskSpec
 from shards.format import TokenizerRecord
-from shards.tokenizer import tokenizer_record
+from shards.tokenizer import (
+    DEFAULT_BACKEND,
+    BackendChoice,
+    TokenizerError,
+    probe_backend,
+    reference_encoder,
+    tokenizer_record,
+)
 
 PLAN_FORMAT = 1
 CAP_SLACK = 2.0  # a capped task reads this many times its share of the budget at first
@@ -81,6 +88,7 @@ class Plan:
     settings: dict[str, Any]  # flattened output-affecting settings
     inputs: dict[str, str]  # "domain:partition key" -> input identity
     fingerprint: str
+    backend: BackendChoice | None = None  # the encoder workers here use (not fingerprinted)
 
     def initial_tasks(self) -> list[TaskSpec]:
         """Every partition's first task, domain by domain in the seeded partition order: the
@@ -105,8 +113,13 @@ def make_plan(cfg: PrepConfig) -> Plan:
     if cfg.shard_tokens % block_size:
         raise PlanError(f"--shard-tokens {cfg.shard_tokens} must be a multiple of the block size "
                         f"{block_size}, so that no block straddles two shards")
-    encoding(cfg.tokenizer_file)  # a bad ranks file fails here; forked workers inherit it
+    reference_encoder(cfg.tokenizer_file)  # a bad ranks file fails here; workers inherit it
     tok = tokenizer_record(cfg.tokenizer_file)
+    requested = cfg.tokenizer_backend or recipe.tokenizer_backend or DEFAULT_BACKEND
+    try:  # an explicit backend missing or refused fails here, in one line
+        backend = probe_backend(requested, cfg.tokenizer_file)
+    except TokenizerError as e:
+        raise PlanError(str(e)) from e
     cache = cfg.cache_dir or str(Path(cfg.out) / CACHE_DIR_NAME)
     read = ReadSettings(partition_bytes=int(cfg.partition_mb * 1e6), cache_dir=cache)
     domains = []
@@ -115,7 +128,10 @@ def make_plan(cfg: PrepConfig) -> Plan:
         reader = open_reader(dcfg, read)  # fails fast: missing files, unreachable Hub, bad ZIP
         partitions = reader.partitions()
         st = DomainSettings(dcfg, ReadSettings(read.partition_bytes, read.cache_dir, False),
-                            seed, recipe.split_salt, cfg.tokenizer_file, cfg.max_bad_fraction)
+                            seed, recipe.split_salt, cfg.tokenizer_file, cfg.max_bad_fraction,
+                            # auto that fell back: the workers need not try again
+                            "tiktoken" if backend.name == "tiktoken" else requested,
+                            cfg.tokenizer_check_every)
         k = max(1, min(dcfg.interleave, len(partitions)))
         budget_b = None if dcfg.size_mb is None else dcfg.size_mb * 1e6
         domains.append(DomainPlan(
@@ -139,7 +155,7 @@ def make_plan(cfg: PrepConfig) -> Plan:
                       sort_keys=True)
     return Plan(recipe=recipe, seed=seed, block_size=block_size, shard_tokens=cfg.shard_tokens,
                 tokenizer=tok, domains=domains, settings=settings, inputs=inputs,
-                fingerprint=hashlib.sha256(blob.encode()).hexdigest())
+                fingerprint=hashlib.sha256(blob.encode()).hexdigest(), backend=backend)
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

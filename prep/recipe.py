@@ -5,6 +5,7 @@ A recipe file looks like::
     seed = 42
     block_size = 512
     split_salt = "moe-shards-split-v1"
+    tokenizer_backend = "auto"          # optional: never changes the output
 
     [domains.code]
     source = "json"
@@ -42,6 +43,7 @@ from prep.config import (
 from prep.readers import GROUP_NAMES as GROUPS
 from prep.readers import SOURCE_NAMES as SOURCES
 from shards.format import check_domain_name
+from shards.tokenizer import BACKEND_CHOICES
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 DEFAULT_RECIPE = "sample"
@@ -168,12 +170,14 @@ class Recipe:
     block_size: int = 512
     split_salt: str = DEFAULT_SPLIT_SALT
     domains: list[DomainConfig] = field(default_factory=list)
+    tokenizer_backend: str | None = None  # --tokenizer-backend's default (output unchanged)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_TOP_KEYS = {"seed", "block_size", "split_salt", "domains", "description"}
+_TOP_KEYS = {"seed", "block_size", "split_salt", "domains", "description",
+             "tokenizer_backend"}
 _DOMAIN_KEYS = {f.name for f in fields(DomainConfig)} - {"name", "options"}
 
 
@@ -257,9 +261,12 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
             raise RecipeError(f"{where}: {e}") from None
         domains.append(dc)
     for key, kind in (("seed", int), ("block_size", int), ("split_salt", str),
-                      ("description", str)):
+                      ("description", str), ("tokenizer_backend", str)):
         if key in raw:
             _check_type(f"{where}: {key}", raw[key], kind)
+    if raw.get("tokenizer_backend", "auto") not in BACKEND_CHOICES:
+        raise RecipeError(f"{where}: tokenizer_backend must be one of "
+                          f"{', '.join(BACKEND_CHOICES)}, got {raw['tokenizer_backend']!r}")
     if raw.get("block_size", 512) < 1:
         raise RecipeError(f"{where}: block_size must be >= 1, got {raw['block_size']}")
     return Recipe(
@@ -269,6 +276,7 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
         block_size=raw.get("block_size", 512),
         split_salt=raw.get("split_salt", DEFAULT_SPLIT_SALT),
         domains=domains,
+        tokenizer_backend=raw.get("tokenizer_backend"),
     )
 
 

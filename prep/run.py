@@ -22,7 +22,7 @@ from prep import assemble, faults
 from prep.commit import CommitError, Committer
 from prep.config import PrepConfig
 from prep.executors import Executor, ExecutorError, array, make_executor
-from prep.manifest import build_manifest, split_records
+from prep.manifest import build_manifest, encoder_record, split_records
 from prep.parts import TaskRecord, check_parts
 from prep.plan import Plan, PlanError, make_plan
 from prep.progress import Reporter
@@ -71,6 +71,10 @@ def run(cfg: PrepConfig, reporter: Reporter, outcome: Outcome | None = None) -> 
     for d in plan.domains:
         for note in d.notes:
             reporter.note(f"{d.name}: {note}")
+    if plan.backend is not None:
+        reporter.note(f"encoder: {plan.backend.describe()}")
+        for note in plan.backend.notes:
+            reporter.note(f"encoder: {note}")
     if outcome.slice_run:
         _run_slice(cfg, plan, out, reporter, outcome)
         return None
@@ -127,7 +131,9 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
         splits = split_records(written, committer.results, work.staging, version_dir(version),
                                plan.block_size)
         manifest = build_manifest(cfg, plan, committer.results, splits,
-                                  {"tasks_done": len(done), "tasks_reused": reused}, t0)
+                                  {"tasks_done": len(done), "tasks_reused": reused,
+                                   "tokenizer": encoder_record(plan, committer.results, done)},
+                                  t0)
         old = publish(work.staging, out, manifest, version,
                       on_switch=lambda: setattr(outcome, "published", str(out / MANIFEST_NAME)))
     except OSError as e:

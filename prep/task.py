@@ -30,7 +30,8 @@ from prep import steps as registry
 from prep.parts import PartsWriter, TaskRecord
 from prep.readers import Partition, ReadSettings, open_reader
 from prep.steps import Column, Counters, Doc, Step, TaskContext, TaskError
-from prep.steps.builtin import encoding
+from prep.steps.builtin import Tokenize
+from shards.tokenizer import DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     from prep.readers import Reader
@@ -49,6 +50,8 @@ class DomainSettings:
     split_salt: str
     tokenizer_file: str | None
     max_bad_fraction: float
+    tokenizer_backend: str = DEFAULT_BACKEND  # as requested: each worker chooses and checks
+    tokenizer_check_every: int = 0  # SampledCheck's 1 in N (0: off)
 
     # The domain's pipeline, resolved from the recipe when the plan is made (in the
     # coordinator): the step classes travel with the settings to every worker.
@@ -113,8 +116,9 @@ def run_task(job: TaskJob) -> TaskRecord:
     writer = PartsWriter(Path(job.tasks_dir), spec.id, dict(st.columns))
     try:
         stream: Iterator[Any] = reader.read(spec.partition)
-        for step in st.steps:
-            stream = step(st, task).run(stream)
+        steps = [step(st, task) for step in st.steps]
+        for step in steps:
+            stream = step.run(stream)
         exhausted = _emit(stream, writer, spec)
         provenance = None
         if exhausted and hasattr(reader, "partition_record"):
@@ -126,7 +130,8 @@ def run_task(job: TaskJob) -> TaskRecord:
             bytes=writer.bytes, tokens=writer.tokens, counts=dict(task.counters),
             bad_examples=task.bad_examples, files={}, provenance=provenance,
             seconds=round(time.perf_counter() - t0, 4), host=socket.gethostname(),
-            pid=os.getpid())
+            pid=os.getpid(),
+            tokenizer=next((s.record() for s in steps if isinstance(s, Tokenize)), {}))
         faults.maybe_kill("task-before-done", spec.id)
         return writer.finish(record)
     except BaseException:
@@ -156,4 +161,4 @@ def bad_records_message(domain: str, n_bad: int, n_seen: int, limit: float, exam
 
 
 __all__ = ["CAP_GROWTH", "DomainSettings", "TaskError", "TaskJob", "TaskSpec",
-           "bad_records_message", "encoding", "run_task"]  # TaskError, encoding: re-exported
+           "bad_records_message", "run_task"]  # TaskError: re-exported

@@ -1,4 +1,5 @@
-"""prep.bench's plumbing (not its timings): inputs, the ids check, the measured prep child."""
+"""prep.bench's plumbing (not its timings): inputs, the ids check, the measured prep child, the
+ceilings, the stage split, the modes, and no import cycle in the package."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from prep_fixture import write_corpus
 
-from prep.bench import children, inputs, peers
+from prep.bench import ceiling, ids, inputs, peers, stages
+from prep.bench.config import BenchConfig
+from prep.bench.measure import Bench
 
 
 def test_code_corpus_documents_are_distinct_and_sizes_are_file_prefixes(tmp_path: Path):
@@ -24,13 +27,13 @@ def test_code_corpus_documents_are_distinct_and_sizes_are_file_prefixes(tmp_path
 
 def test_stream_digests_split_on_eot_before_or_after_each_document():
     docs = [np.array([1, 2, 3], np.uint16), np.array([7], np.uint16), np.array([4, 4], np.uint16)]
-    eot = np.array([children.EOT], np.uint16)
+    eot = np.array([ids.EOT], np.uint16)
     after = np.concatenate([x for d in docs for x in (d, eot)])
     before = np.concatenate([x for d in docs for x in (eot, d)])
-    want = [children.digest(d) for d in docs]
-    assert children.stream_digests(after, eot_first=False) == want
-    assert children.stream_digests(before, eot_first=True) == want
-    assert children.stream_digests(after[:-1], eot_first=False) != want  # last EOT missing
+    want = [ids.digest(d) for d in docs]
+    assert ids.stream_digests(after, eot_first=False) == want
+    assert ids.stream_digests(before, eot_first=True) == want
+    assert ids.stream_digests(after[:-1], eot_first=False) != want  # last EOT missing
 
 
 def test_fineweb_shards_are_read_in_the_order_written(tmp_path: Path):
@@ -59,3 +62,78 @@ def test_the_measured_prep_child_reports_each_process(tmp_path: Path):
     # RUSAGE_CHILDREN's maximum bounds them (it also covers helpers: `uname -p`, which
     # platform.platform() runs for the manifest, starts from the coordinator's RSS)
     assert max(info["worker_peak_rss_mb"].values()) <= info["workers_max_peak_rss_mb"] + 1
+
+
+def test_the_one_file_shape_holds_the_same_documents_in_order(tmp_path: Path):
+    corpus = inputs.write_code(tmp_path, mb=2, file_mb=0.5)
+    one = inputs.one_file(corpus.files, tmp_path / "one.jsonl.zst")
+    assert list(inputs.read_texts([one])) == list(inputs.read_texts(corpus.files))
+
+
+def test_a_concurrent_ceiling_encodes_every_share_once(tmp_path: Path):
+    corpus = inputs.write_code(tmp_path, mb=0.6, file_mb=0.3)
+    res = ceiling.concurrent(corpus.files, 2, "tiktoken", max_mb=0.0)
+    texts = list(inputs.read_texts(corpus.files))
+    from shards.tokenizer import reference_encoder
+
+    enc = reference_encoder()
+    assert res["tokens"] == sum(len(enc.encode_document(t)) for t in texts)
+    assert res["bytes"] == sum(len(t.encode()) for t in texts)
+    assert res["procs"] == 2 and len(res["per_process_tokens_per_s"]) == 2
+    assert res["encoder"].startswith("tiktoken ") and res["tokens_per_s"] > 0
+    shares = [ceiling.share(corpus.files, k, 2) for k in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(texts) and texts[0] == shares[0][0]
+
+
+def test_the_stage_split_names_every_stage(tmp_path: Path):
+    corpus = inputs.write_code(tmp_path, mb=0.3, file_mb=0.3)
+    res = stages.split(corpus.files, "tiktoken", repeat=1)
+    assert list(res["stage_cpu_s"]) == list(stages.STAGES)
+    assert res["encoder"].startswith("tiktoken ") and 0.29 < res["mb"] < 0.4
+    assert all(v >= 0 for v in res["stage_cpu_s"].values())
+    assert "encode" in stages.format_split(res)
+
+
+def test_the_modes_set_only_what_was_left_at_its_default():
+    quick = BenchConfig(quick=True).resolved()
+    assert (quick.code_mb, quick.peers, quick.quiet_wait) == ("20,40,60", "small", 5.0)
+    assert {"mixed", "nanogpt", "ray"} <= quick.skipped
+    mine = BenchConfig(quick=True, code_mb="6,8,12", skip="peers").resolved()
+    assert mine.code_mb == "6,8,12" and {"peers", "mixed"} <= mine.skipped
+    many = BenchConfig(many_cores=True).resolved()
+    assert many.quiet_budget == 60.0 and many.code_mb == BenchConfig().code_mb
+
+
+def test_waiting_for_a_quiet_machine_stops_when_its_budget_is_spent(tmp_path, monkeypatch):
+    b = Bench(BenchConfig(quiet_wait=100.0, quiet_budget=0.0), tmp_path, None)
+    monkeypatch.setattr("time.sleep", lambda s: (_ for _ in ()).throw(AssertionError("waited")))
+    b._wait_quiet()  # no budget left: no waiting at all
+
+
+def test_prep_bench_has_no_import_cycle():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "prep" / "bench"
+    graph = {}
+    for f in root.glob("*.py"):
+        mod = f"prep.bench.{f.stem}" if f.stem != "__init__" else "prep.bench"
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):  # lazy and TYPE_CHECKING imports too
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+                deps |= {n for n in names if n.startswith("prep.bench.")}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("prep.bench.")}
+        graph[mod] = {d for d in deps if d != mod}
+
+    def reach(start, node, seen):
+        for d in graph.get(node, ()):
+            if d == start:
+                return True
+            if d not in seen:
+                seen.add(d)
+                if reach(start, d, seen):
+                    return True
+        return False
+
+    assert [m for m in graph if reach(m, m, set())] == []

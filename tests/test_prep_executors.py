@@ -97,25 +97,27 @@ def test_budgeted_slices_skip_what_the_budget_does_not_need(tmp_path, capsys):
 
 def test_forked_workers_inherit_the_coordinators_tokenizer(corpus, straight, tmp_path,
                                                           monkeypatch):
-    """The plan loads the tokenizer in the coordinator; the local pool's workers, forked after,
+    """The plan loads tiktoken in the coordinator; the local pool's workers, forked after,
     never load it again (each load is ~0.1 s of a worker's start), and the bytes are the same."""
     import os
 
-    import prep.steps.builtin as builtin
+    import shards.tokenizer as tok
 
     loads = tmp_path / "loads"
-    real = builtin.load_gpt2
+    real = tok.load_gpt2
 
     def counted(path):
         with open(loads, "a") as f:
             f.write(f"{os.getpid()}\n")
         return real(path)
 
-    builtin.encoding.cache_clear()
-    monkeypatch.setattr(builtin, "load_gpt2", counted)
+    tok.reference_encoder.cache_clear()
+    tok._chosen.cache_clear()
+    monkeypatch.setattr(tok, "load_gpt2", counted)
     out = tmp_path / "out"
     assert run_prep("--recipe", str(corpus), "--out", str(out), "--workers", "2", *OPTS) == 0
-    builtin.encoding.cache_clear()
+    tok.reference_encoder.cache_clear()
+    tok._chosen.cache_clear()
     assert loads.read_text().split() == [str(os.getpid())]  # once, here; no worker loaded it
     same_dataset(out, straight)
 

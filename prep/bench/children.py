@@ -9,17 +9,15 @@ prep.bench.children KIND RESULT.json ARGS...`` writes its measurements to RESULT
   100 ms, checked against ``RUSAGE_CHILDREN``); the commit's dedup state (``KeySet.nbytes`` and
   keys at the end, and the peak, over every KeySet call, of what all live sets hold plus the
   call's temporaries, traced with tracemalloc); the executor's start-up and shutdown times.
-- ``ceiling``: one process, tiktoken ``encode_ordinary`` of every document of the given corpus
-  files (or their first MB), timed per file in CPU and wall seconds; also the reference: a
-  digest of each document's ids, against which every tool's output is checked
-  (:func:`stream_digests`).
+- ``ceiling``, ``concurrent``: one tiktoken process (and the reference ids), N encoder
+  processes at once (`prep.bench.ceiling`);
+- ``stages``: a worker's CPU stage by stage (`prep.bench.stages`);
 - ``fineweb``, ``nanogpt``: the peers (`prep.bench.peers`).
 - ``ray-head``: a local Ray instance kept until stdin closes, for runs that join one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -31,93 +29,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from prep.bench.procfs import peak_rss_mb, status
 
-EOT = 50256
 POLL_S = 0.1
-
-
-def digest(ids: np.ndarray) -> str:
-    """The reference digest of one document's ids (uint16, EOT excluded)."""
-    return hashlib.blake2b(np.ascontiguousarray(ids, dtype=np.uint16).tobytes(),
-                           digest_size=12).hexdigest()
-
-
-def stream_digests(tokens: np.ndarray, *, eot_first: bool) -> list[str]:
-    """Digests of the documents of a token stream that has EOT before (or after) each one."""
-    ends = np.flatnonzero(tokens == EOT)
-    out, prev = [], 0
-    if eot_first:
-        starts = ends + 1
-        bounds = list(zip(starts, [*ends[1:], len(tokens)], strict=True))
-    else:
-        bounds = []
-        for e in ends:
-            bounds.append((prev, e))
-            prev = e + 1
-    for a, b in bounds:
-        out.append(digest(tokens[a:b]))
-    return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS: VmHWM (per address space). Not ru_maxrss: after exec it starts
-    from the RSS of the process that forked it (here the bench, with its references loaded)."""
-    return _status(os.getpid())["VmHWM"] / 1024
-
-
-def _status(pid: int) -> dict[str, int]:
-    """VmHWM and RssAnon of a process, in kB (empty if it is gone)."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(("VmHWM:", "RssAnon:")):
-                    key, value = line.split(":", 1)
-                    out[key] = int(value.split()[0])
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-# --------------------------------------------------------------------------- ceiling
-
-
-def ceiling(files: list[str], max_mb: float | None = None, digests: bool = True
-            ) -> dict[str, Any]:
-    """encode_ordinary of each document of `files` (at most `max_mb` MB of text), timed per
-    file in CPU and wall seconds; with `digests`, each document's reference digest."""
-    from prep.bench.inputs import read_texts
-    from shards.tokenizer import load_gpt2
-
-    enc = load_gpt2()
-    per_file = []
-    left = None if max_mb is None else max_mb * 1e6
-    for path in files:
-        texts = []
-        for t in read_texts([path]):
-            texts.append(t)
-            if left is not None:
-                left -= len(t.encode())
-                if left <= 0:
-                    break
-        tokens = 0
-        ids_all = []
-        c0, w0 = time.process_time(), time.perf_counter()
-        for t in texts:
-            ids = enc.encode_ordinary(t)
-            tokens += len(ids) + 1
-            ids_all.append(ids)
-        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        per_file.append({"file": path, "docs": len(texts), "tokens": tokens, "cpu_s": cpu,
-                         "wall_s": wall, "bytes": sum(len(t.encode()) for t in texts),
-                         "digests": [digest(np.array(i, dtype=np.uint16)) for i in ids_all]
-                         if digests else []})
-        if left is not None and left <= 0:
-            break
-    return {"files": per_file, "peak_rss_mb": peak_rss_mb(),
-            "tokens_per_cpu_s": sum(f["tokens"] for f in per_file)
-            / sum(f["cpu_s"] for f in per_file)}
 
 
 # --------------------------------------------------------------------------- prep
@@ -148,7 +62,7 @@ class _Sampler(threading.Thread):
         except RuntimeError:  # the pool's dict changed while read: next time
             pass
         for pid in pids:
-            st = _status(pid)
+            st = status(pid)
             if st:
                 self.hwm[pid] = max(self.hwm.get(pid, 0), st.get("VmHWM", 0))
                 self.anon[pid] = max(self.anon.get(pid, 0), st.get("RssAnon", 0))
@@ -267,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "prep":
         rc, info = prep(rest)
     else:
-        from prep.bench import peers
+        from prep.bench import ceiling, peers, stages
 
         spec = json.loads(rest[0])
-        fn = {"ceiling": ceiling, "fineweb": peers.fineweb, "nanogpt": peers.nanogpt}[kind]
+        fn = {"ceiling": ceiling.reference, "concurrent": ceiling.concurrent,
+              "stages": stages.split, "fineweb": peers.fineweb, "nanogpt": peers.nanogpt}[kind]
         rc, info = 0, fn(**spec)
     Path(result).write_text(json.dumps(info))
     return rc

@@ -13,18 +13,20 @@ import platform
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from prep.bench.stages import format_split
+
 if TYPE_CHECKING:
-    from prep.bench.inputs import Corpus
     from prep.bench.measure import Bench, Run
 
 CORES_GOAL = 32
-E2E_GOAL = 0.85
-FINEWEB_GOAL = 1.5
+TIKTOKEN_GOAL = 2.5  # prep end to end per core / tiktoken's concurrent ceiling
+FAST_GOAL = 0.85  # ... / the fast backend's own concurrent ceiling
+FINEWEB_GOAL = 2.5
 RESUME_GOAL = 0.6
 RAY_GOAL = 1.3
 GROWTH_GOAL = 1.1
 DEDUP_GOAL = 24
-E2E_GOAL_INPUTS = ("small", "large")
+E2E_GOAL_INPUTS = ("small", "large", "one-small", "one-large")
 CPU_NOISE_S = 0.05  # the coordinator's CPU-s varies this much between runs of one size
 
 
@@ -41,79 +43,64 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()}")
 
 
-def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
-            corpora: dict[str, Corpus | None], total_s: float) -> dict[str, Any]:
-    runs, cfg = b.runs, b.cfg
-    par = min(cfg.workers, b.cores)
-    mb = {k: (corpora["code"] if not k.startswith("mixed") else corpora["mixed"]).size_of(v)
-          for k, v in inputs.items()}
+class Rows:
+    """The table's rows: figure, input, measured, ratio, goal, met, others' load."""
 
-    def name(k: str) -> str:
-        return f"{'mixed' if k.startswith('mixed') else 'code'} {mb[k]:.0f} MB"
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
-    rows: list[dict[str, Any]] = []
-
-    def row(figure: str, inp: str, measured: str, ratio: float | None, goal: str,
-            met: bool | None, *used: Run) -> None:
+    def add(self, figure: str, inp: str, measured: str, ratio: float | None, goal: str,
+            met: bool | None, *used: Run, load: float | None = None) -> None:
         for r in used:
             if r.info.get("disturbed"):  # still, after measuring it again
                 measured += f" [{r.label} disturbed: {r.info['disturbed']}]"
             elif r.info.get("attempts", 1) > 1:
                 measured += f" [{r.label} measured again: the first try was disturbed]"
         mine = [r.load for r in used if not r.label.startswith("prep-ray")]  # Ray's workers are
-        rows.append({"figure": figure, "input": inp, "measured": measured, "ratio": ratio,  # not
-                     "goal": goal, "met": met,  # our children: their CPU would count as others'
-                     "load": max(mine, default=0.0)})
+        self.rows.append({"figure": figure, "input": inp, "measured": measured,  # not our kids
+                          "ratio": ratio, "goal": goal, "met": met,
+                          "load": max(mine, default=0.0) if load is None else load})
 
-    # 1. coordinator cost: the slope between two sizes, against one tokenizer process. Each
-    # run's CPU-s are weighed by the tokenizer's rate measured around that run (tokens one
-    # tokenizer process does per CPU-s then): a slower host stretches both alike.
-    def cores_fed(a: Run, z: Run, key: str) -> tuple[float, bool, str]:
-        ca, cz = a.info[key], z.info[key]
-        work = cz * z.speed - ca * a.speed  # tokenizer-equivalent tokens
-        floor = CPU_NOISE_S * (a.speed + z.speed) / 2
-        bound = work < floor  # within the noise: count the noise as growth
-        fed = (z.tokens - a.tokens) / max(work, floor)
-        text = (f"CPU {ca:.2f} -> {cz:.2f} s, one tokenizer's rate then {a.speed / 1e6:.2f} -> "
-                f"{z.speed / 1e6:.2f} M tok/CPU-s: {work / 1e6:.2f} M tokenizer-equivalent "
-                f"tokens for {(z.tokens - a.tokens) / 1e6:.1f} M more tokens")
-        if bound:
-            text += f" (within the {CPU_NOISE_S} s noise, counted as that: a lower bound)"
-        return fed, bound, text
 
-    for lo, hi in (("small", "large"), ("mixed-small", "mixed")):
-        rl, rh = runs.get(f"prep-{lo}"), runs.get(f"prep-{hi}")
-        if rl is None or rh is None:
-            continue
-        fed, _, text = cores_fed(rl, rh, "coordinator_cpu_s")
-        row("coordinator cost: cores fed", f"{name(lo)} -> {mb[hi]:.0f} MB",
-            f"coordinator at exit {text}; the manifest's coordinator_cpu_s "
-            f"{rl.info['manifest_run']['coordinator_cpu_s']:.2f} -> "
-            f"{rh.info['manifest_run']['coordinator_cpu_s']:.2f} s", fed,
-            f">= {CORES_GOAL}", fed >= CORES_GOAL, rl, rh)
+def figures(b: Bench, inputs: dict[str, list[str]], mb: dict[str, float],
+            total_s: float) -> dict[str, Any]:
+    runs, t = b.runs, Rows()
 
-    fl, fh = runs.get("fineweb-small"), runs.get("fineweb-large")
-    if fl is not None and fh is not None:
-        fed, _, text = cores_fed(fl, fh, "parent_cpu_s")
-        row("fineweb.py pattern's parent: cores fed", f"{name('small')} -> {mb['large']:.0f} MB",
-            f"its parent process (datasets rows, imap pickling, shard copies) {text}", fed, "-",
-            None, fl, fh)
+    def name(k: str) -> str:
+        kind = "mixed" if k.startswith("mixed") else "code"
+        return f"{kind} {mb[k]:.0f} MB" + (", one .jsonl.zst" if k.startswith("one-") else
+                                            f", {len(inputs[k])} files")
 
-    # 2. end to end against the tokenizer ceiling
+    tik, fast = b.ceilings.get("tiktoken"), b.ceilings.get("fast")
+    for c in (tik, fast):
+        if c is not None:
+            each = "/".join(f"{x / 1e6:.2f}" for x in c["per_process_tokens_per_s"])
+            t.add(f"ceiling: {c['procs']} {c['encoder']} processes at once", name("small"),
+                  f"{c['tokens_per_s'] / 1e6:.2f} M tok/s ({each} each; {c['bytes'] / 1e6:.0f} MB "
+                  "of text from memory)", None, "-", None, load=c.get("load", 0.0))
+    if tik and fast:
+        t.add("fast backend's ceiling / tiktoken's", name("small"),
+              f"{fast['encoder']} vs {tik['encoder']}, {tik['procs']} processes each",
+              fast["tokens_per_s"] / tik["tokens_per_s"], "-", None)
+
+    # end to end against the concurrent ceilings
     for k in inputs:
         r = runs.get(f"prep-{k}")
-        if r is None:
+        if r is None or k.startswith("mixed"):
             continue
-        ceiling = r.ceiling * par
-        ratio = r.rate / ceiling
         goal = k in E2E_GOAL_INPUTS
-        row("end to end / tokenizer ceiling", name(k),
-            f"{r.rate / 1e6:.2f} M tok/s ({r.tokens / 1e6:.1f} M tokens in {r.wall:.1f} s) vs "
-            f"{ceiling / 1e6:.2f} M tok/s (1 process x {par}; samples "
-            + "/".join(f"{x * par / 1e6:.2f}" for x in r.ceiling_samples) + ")", ratio,
-            f">= {E2E_GOAL}" if goal else "-", ratio >= E2E_GOAL if goal else None, r)
+        enc = r.info["manifest_run"].get("tokenizer", {}).get("chosen", "?")
+        for c, g, label in ((tik, TIKTOKEN_GOAL, "tiktoken's"), (fast, FAST_GOAL, "its encoder's")):
+            if c is None:
+                continue
+            ratio = r.rate / c["tokens_per_s"]
+            t.add(f"end to end / {label} concurrent ceiling", name(k),
+                  f"prep ({enc}) {r.rate / 1e6:.2f} M tok/s ({r.tokens / 1e6:.1f} M tokens in "
+                  f"{r.wall:.1f} s) vs {c['tokens_per_s'] / 1e6:.2f} M tok/s ({c['procs']} "
+                  f"{c['encoder']} processes)", ratio, f">= {g}" if goal else "-",
+                  ratio >= g if goal else None, r)
 
-    # 3. peers, same input
+    # peers, same input
     for k in inputs:
         r = runs.get(f"prep-{k}")
         for peer, label in (("fineweb", "fineweb.py pattern"), ("nanogpt", "nanoGPT prepare.py")):
@@ -122,76 +109,95 @@ def figures(b: Bench, inputs: dict[str, list[str]], tokens: dict[str, int],
                 continue
             ratio = r.rate / p.rate
             goal = peer == "fineweb"
-            row(f"prep / {label}", name(k),
-                f"{label} {p.rate / 1e6:.2f} M tok/s in {p.wall:.1f} s "
-                f"({p.rate / p.ceiling / par:.2f} "
-                f"of the ceiling; prep {r.rate / r.ceiling / par:.2f}), peak RSS "
-                f"{p.info['peak_rss_mb']:.0f} MB", ratio,
-                f">= {FINEWEB_GOAL}" if goal else "-", ratio >= FINEWEB_GOAL if goal else None,
-                r, p)
+            t.add(f"prep / {label}", name(k), f"{label} {p.rate / 1e6:.2f} M tok/s in "
+                  f"{p.wall:.1f} s, peak RSS {p.info['peak_rss_mb']:.0f} MB; prep "
+                  f"{r.rate / 1e6:.2f} M tok/s", ratio, f">= {FINEWEB_GOAL}" if goal else "-",
+                  ratio >= FINEWEB_GOAL if goal else None, r, p)
 
-    # 4. resume
-    full, res = runs.get("prep-middle"), runs.get("prep-resumed")
-    if full is not None and res is not None:
-        ratio = res.wall / full.wall
-        row("resume after half the tasks / full run", name("middle"),
-            f"resume {res.wall:.1f} s (killed after {res.info['killed_after_tasks']} of "
-            f"{full.info['manifest_run']['tasks_done']} tasks) vs full {full.wall:.1f} s; "
-            f"shards identical: {res.info['identical_to_full']}", ratio,
-            f"<= {RESUME_GOAL}", ratio <= RESUME_GOAL and res.info["identical_to_full"], full, res)
+    # the coordinator: the worker cores it feeds (workers' CPU growth over its own)
+    for lo, hi in (("small", "large"), ("mixed-small", "mixed")):
+        rl, rh = runs.get(f"prep-{lo}"), runs.get(f"prep-{hi}")
+        if rl is None or rh is None:
+            continue
+        dw = rh.info["workers_cpu_s"] - rl.info["workers_cpu_s"]
+        dc = rh.info["coordinator_cpu_s"] - rl.info["coordinator_cpu_s"]
+        fed = dw / max(dc, CPU_NOISE_S)
+        t.add("coordinator cost: worker cores fed", f"{name(lo)} -> {mb[hi]:.0f} MB",
+              f"workers' CPU {rl.info['workers_cpu_s']:.2f} -> {rh.info['workers_cpu_s']:.2f} s, "
+              f"coordinator's {rl.info['coordinator_cpu_s']:.2f} -> "
+              f"{rh.info['coordinator_cpu_s']:.2f} s"
+              + (f" (within the {CPU_NOISE_S} s noise: a lower bound)" if dc < CPU_NOISE_S
+                 else ""), fed, f">= {CORES_GOAL}", fed >= CORES_GOAL, rl, rh)
 
-    # 5. Ray
-    ray = runs.get("prep-ray")
+    for enc, split in b.stages.items():
+        t.add(f"a worker's CPU by stage ({enc})", f"code {split['mb']:.0f} MB, one file",
+              format_split(split), None, "-", None)
+
+    resumed = runs.get("prep-resumed")
+    full = runs.get(resumed.info["full"]) if resumed is not None else None
+    if full is not None and resumed is not None:
+        ratio = resumed.wall / full.wall
+        t.add("resume after half the tasks / full run", name("middle"),
+              f"resume {resumed.wall:.1f} s (killed after {resumed.info['killed_after_tasks']} "
+              f"of {full.info['manifest_run']['tasks_done']} tasks) vs full {full.wall:.1f} s; "
+              f"shards identical: {resumed.info['identical_to_full']}", ratio,
+              f"<= {RESUME_GOAL}", ratio <= RESUME_GOAL and resumed.info["identical_to_full"],
+              full, resumed)
+    ray_rows(t, runs, name)
+    memory_rows(t, runs, name, mb)
+    procs = tik["procs"] if tik else 0
+    notes = [f"ceilings: {procs} (min(workers, cores)) encoder processes at once, each on every "
+             f"{procs}-th document of the small input, from memory (read before the clock "
+             "starts)"]
+    return {"machine": machine(), "total_s": total_s, "figures": t.rows, "checks": b.checks,
+            "notes": notes, "ceilings": b.ceilings, "stages": b.stages, "mb": mb,
+            "runs": {k: asdict(r) for k, r in runs.items()}}
+
+
+def ray_rows(t: Rows, runs: dict[str, Run], name: Any) -> None:
+    full, ray = runs.get("prep-middle"), runs.get("prep-ray")
     if full is not None and ray is not None:
         start = ray.info.get("executor_start_s", 0.0) + ray.info.get("executor_close_s", 0.0)
         ratio = ray.wall / full.wall
-        row("Ray executor / local executor", name("middle"),
-            f"ray {ray.wall:.1f} s (of which ray.init {ray.info.get('executor_start_s', 0):.1f} s "
-            f"+ shutdown {ray.info.get('executor_close_s', 0):.1f} s = {start / ray.wall:.0%}) "
-            f"vs local {full.wall:.1f} s",
-            ratio, f"<= {RAY_GOAL}", ratio <= RAY_GOAL, full, ray)
-
+        t.add("Ray executor / local executor", name("middle"),
+              f"ray {ray.wall:.1f} s (of which ray.init {ray.info.get('executor_start_s', 0):.1f}"
+              f" s + shutdown {ray.info.get('executor_close_s', 0):.1f} s = "
+              f"{start / ray.wall:.0%}) vs local {full.wall:.1f} s", ratio, f"<= {RAY_GOAL}",
+              ratio <= RAY_GOAL, full, ray)
     joined = runs.get("prep-ray-joined")
     if full is not None and joined is not None:
-        ratio = joined.wall / full.wall
-        row("Ray, joining a started instance / local", name("middle"),
-            f"ray {joined.wall:.1f} s (connect {joined.info.get('executor_start_s', 0):.1f} s) vs "
-            f"local {full.wall:.1f} s: what Ray costs once started", ratio, "-", None, full,
-            joined)
+        t.add("Ray, joining a started instance / local", name("middle"),
+              f"ray {joined.wall:.1f} s (connect {joined.info.get('executor_start_s', 0):.1f} s) "
+              f"vs local {full.wall:.1f} s: what Ray costs once started",
+              joined.wall / full.wall, "-", None, full, joined)
 
-    # 6. memory
+
+def memory_rows(t: Rows, runs: dict[str, Run], name: Any, mb: dict[str, float]) -> None:
     lo, hi = runs.get("prep-small"), runs.get("prep-large")
-    if lo is not None and hi is not None:
-        for who in ("coordinator", "largest worker"):
-            if who == "coordinator":
-                a, z = lo.info["coordinator_peak_rss_mb"], hi.info["coordinator_peak_rss_mb"]
-                each = ""
-            else:
-                a, z = max(lo.info["worker_peak_rss_mb"].values()), max(
-                    hi.info["worker_peak_rss_mb"].values())
-                each = (f"; each worker {_each(lo)} -> {_each(hi)} MB (VmHWM by PID, read last "
-                        f"at the pool's close; RssAnon {_each(lo, 'worker_peak_anon_mb')} -> "
-                        f"{_each(hi, 'worker_peak_anon_mb')}; RUSAGE_CHILDREN's maximum, which "
-                        f"also covers helper processes, {lo.info['workers_max_peak_rss_mb']:.0f} "
-                        f"-> {hi.info['workers_max_peak_rss_mb']:.0f})")
-            row(f"peak RSS growth: {who}", f"{name('small')} -> {mb['large']:.0f} MB",
-                f"{a:.0f} MB -> {z:.0f} MB{each}", z / a, f"<= {GROWTH_GOAL}",
-                z / a <= GROWTH_GOAL, lo, hi)
-        for r, k in ((lo, "small"), (hi, "large")):
-            keys, nbytes = r.info.get("dedup_keys"), r.info.get("dedup_bytes")
-            if not keys:
-                continue
-            per = nbytes / keys
-            peak = r.info.get("dedup_peak_bytes", 0) / keys
-            row("dedup state, bytes per kept document", name(k),
-                f"KeySet.nbytes {nbytes:,} / {keys:,} keys ({r.info['docs_kept']:,} documents "
-                f"kept) = {per:.1f} (2 x uint64); peak with the merges' and the leakage "
-                f"check's temporaries {r.info.get('dedup_peak_bytes', 0):,} B = {peak:.1f} B/doc",
-                per, f"<= {DEDUP_GOAL}", per <= DEDUP_GOAL, r)
-    return {"machine": machine(), "total_s": total_s, "figures": rows, "checks": b.checks,
-            "context": b.context,
-            "tokens": tokens, "mb": mb,
-            "runs": {k: asdict(r) for k, r in runs.items()}}
+    if lo is None or hi is None:
+        return
+    enc = hi.info["manifest_run"].get("tokenizer", {}).get("chosen", "?")
+    for who in ("coordinator", "largest worker"):
+        if who == "coordinator":
+            a, z = lo.info["coordinator_peak_rss_mb"], hi.info["coordinator_peak_rss_mb"]
+            each = ""
+        else:
+            a = max(lo.info["worker_peak_rss_mb"].values())
+            z = max(hi.info["worker_peak_rss_mb"].values())
+            each = (f"; each worker {_each(lo)} -> {_each(hi)} MB (VmHWM by PID; RssAnon "
+                    f"{_each(lo, 'worker_peak_anon_mb')} -> {_each(hi, 'worker_peak_anon_mb')})")
+        t.add(f"peak RSS growth: {who} ({enc})", f"{name('small')} -> {mb['large']:.0f} MB",
+              f"{a:.0f} MB -> {z:.0f} MB{each}", z / a, f"<= {GROWTH_GOAL}",
+              z / a <= GROWTH_GOAL, lo, hi)
+    for r, k in ((lo, "small"), (hi, "large")):
+        keys, nbytes = r.info.get("dedup_keys"), r.info.get("dedup_bytes")
+        if not keys:
+            continue
+        per = nbytes / keys
+        peak = r.info.get("dedup_peak_bytes", 0) / keys
+        t.add("dedup state, bytes per kept document", name(k),
+              f"KeySet.nbytes {nbytes:,} / {keys:,} keys = {per:.1f} (2 x uint64); peak with "
+              f"temporaries {peak:.1f} B/doc", per, f"<= {DEDUP_GOAL}", per <= DEDUP_GOAL, r)
 
 
 def _each(r: Run, key: str = "worker_peak_rss_mb") -> str:
@@ -211,11 +217,5 @@ def print_figures(out: Any, result: dict[str, Any]) -> None:
                              "measured"], cells)
     for line in result["checks"]:
         out.line(f"ids check: {line}")
-    c = result["context"].get("concurrency")
-    if c:
-        out.line(f"two tokenizer processes at once: {c['two_each'] / 1e6:.2f} M tokens/CPU-s each, "
-                 f"one alone {c['one'] / 1e6:.2f} ({c['two_each'] / c['one']:.2f}x): the ceiling "
-                 "counts 1.00x")
-    out.line("ceilings: one tokenizer process's tokens per CPU-s on the run's input, measured "
-             "just before and just after each timed run (the faster of the two), x min(workers, "
-             "cores)")
+    for line in result.get("notes", []):
+        out.line(line)

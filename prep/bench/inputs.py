@@ -5,6 +5,8 @@
   ``# copy <n>: <path>``, so no document is a duplicate of another and every tool keeps all of
   them. Written as several ``code-NNNNN.jsonl.zst`` files of about ``file_mb`` MB of text each
   (records ``{"text", "path"}``), like a real corpus; a smaller input is a prefix of the files.
+  The **one-file** shape of an input is the same data as one ``.jsonl.zst`` (:func:`one_file`:
+  the files' zstandard frames one after another, a valid multi-frame file).
 - **mixed**: the old bench's generated input (:func:`generate_mixed`): unique documents, half
   stdlib code chunks, half Zipf-distributed prose-like words, written the same way.
 
@@ -17,6 +19,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +85,16 @@ class _Writer:
             self._z.close()  # closes the raw file too
             self.mb.append(self._size / 1e6)
             self._z = None
+
+
+def one_file(parts: list[str], path: Path) -> str:
+    """The files `parts` as one .jsonl.zst (their frames concatenated): the same documents, in
+    the same order, as one big compressed file."""
+    with open(path, "wb") as out:
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    return str(path)
 
 
 def stdlib_documents() -> list[tuple[str, str]]:

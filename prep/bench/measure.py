@@ -1,6 +1,8 @@
-"""Measuring one run of `python -m prep.bench`: a quiet machine first, the child process timed
-from outside (start-up included), the load of other processes meanwhile, one tokenizer process's
-rate just before and after (the run's ceiling), every tool's token ids checked."""
+"""Measuring one run of `python -m prep.bench`: a quiet machine first (waits capped in all), the
+child process timed from outside (start-up included), the load of other processes meanwhile, one
+tiktoken process's rate just before and after (a run they disagree on is measured again), every
+tool's token ids checked; the concurrent ceilings and the stage split (`prep.bench.ceiling`,
+`prep.bench.stages`)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prep.bench import children, peers
+from prep.bench.ids import stream_digests
+from prep.bench.procfs import busy_s
 
 if TYPE_CHECKING:
-    from prep.bench.__main__ import BenchConfig
+    from prep.bench.config import BenchConfig
     from prep.bench.inputs import Corpus
     from shards.console import Out
 
@@ -38,7 +42,7 @@ class Run:
     wall: float
     load: float  # CPU cores used by other processes of the machine during the run, on average
     info: dict[str, Any] = field(default_factory=dict)
-    ceiling: float = 0.0  # one tokenizer process's tokens per CPU-s, the faster of just before
+    ceiling: float = 0.0  # one tiktoken process's tokens per CPU-s, the faster of just before
     ceiling_samples: list[float] = field(default_factory=list)  # ... and just after the run
 
     @property
@@ -59,6 +63,9 @@ class Bench:
         self.ref: dict[str, tuple[int, float, list[str]]] = {}  # file -> tokens, cpu, digests
         self.checks: list[str] = []
         self.context: dict[str, Any] = {}
+        self.ceilings: dict[str, dict[str, Any]] = {}  # label -> a concurrent ceiling
+        self.stages: dict[str, dict[str, Any]] = {}  # encoder -> a worker's stage split
+        self.waited = 0.0  # seconds spent waiting for a quiet machine (capped: quiet_budget)
 
     # ------------------------------------------------------------------ measuring
     def measure(self, key: str, kind: str, args: list[str], env: dict[str, str] | None = None
@@ -66,10 +73,10 @@ class Bench:
         """Run one child after waiting for a quiet machine; (rc, wall, info, others' load)."""
         self.out.line(f"  measuring {key} ...")
         self._wait_quiet()
-        b0, c0 = _busy_s(), _children_cpu_s()
+        b0, c0 = busy_s(), _children_cpu_s()
         rc, wall, info = children.run_child(kind, self.work / f"{key}.json", args, env)
         ours = _children_cpu_s() - c0
-        load = max(0.0, (_busy_s() - b0 - ours) / wall)
+        load = max(0.0, (busy_s() - b0 - ours) / wall)
         return rc, wall, info, load
 
     def bracketed(self, key: str, kind: str, args: list[str], files: list[str],
@@ -110,37 +117,68 @@ class Bench:
         assert info is not None
         return info["tokens_per_cpu_s"]
 
-    def concurrency(self, files: list[str]) -> dict[str, float]:
-        """One tokenizer process alone, then two at once: how far 2 cores are from 2x one."""
+    def _wait_quiet(self) -> None:
+        """Until the machine's other processes use < QUIET_CORES, at most quiet_wait seconds,
+        and no more once the bench has waited quiet_budget seconds in all."""
+        t = time.perf_counter()
+        limit = min(self.cfg.quiet_wait, max(0.0, self.cfg.quiet_budget - self.waited))
+        try:
+            while time.perf_counter() - t < limit:
+                b0, c0 = busy_s(), _children_cpu_s()
+                time.sleep(1.0)
+                if busy_s() - b0 - (_children_cpu_s() - c0) < QUIET_CORES:
+                    return
+        finally:
+            self.waited += time.perf_counter() - t
+
+    def concurrent(self, label: str, files: list[str], procs: int, backend: str
+                   ) -> dict[str, Any]:
+        """`procs` encoder processes at once on `files`' text (`prep.bench.ceiling`)."""
+        spec = {"files": files, "procs": procs, "backend": backend,
+                "max_mb": self.cfg.ceiling_mb}
+        _, _, info, load = self.measure(f"ceiling-{label}", "concurrent", [json.dumps(spec)])
+        assert info is not None
+        info["load"] = load
+        self.ceilings[label] = info
+        return info
+
+    def stage_split(self, files: list[str], backend: str) -> dict[str, Any]:
+        spec = {"files": files, "backend": backend}
+        _, _, info, _ = self.measure(f"stages-{backend}", "stages", [json.dumps(spec)])
+        assert info is not None
+        self.stages[info["encoder"]] = info
+        return info
+
+    def ceiling(self, corpus: Corpus, procs: int = 1) -> None:
+        """tiktoken's ids of every document (the reference) and its CPU-s per file; with
+        `procs`, that many processes at once, each on every procs-th file."""
         import concurrent.futures as cf
 
-        self._wait_quiet()
-        one = self.sample_rate(files)
-        with cf.ThreadPoolExecutor(2) as pool:
-            two = list(pool.map(lambda k: self.sample_rate(files, f"sample{k}"), range(2)))
-        return {"one": one, "two_each": sum(two) / 2}
+        def one(k: int) -> dict[str, Any] | None:
+            spec = {"files": corpus.files[k::procs]}
+            return children.run_child("ceiling", self.work / f"ceiling-{corpus.name}-{k}.json",
+                                      [json.dumps(spec)])[2]
 
-    def _wait_quiet(self) -> None:
-        t = time.perf_counter()
-        while time.perf_counter() - t < self.cfg.quiet_wait:
-            b0, c0 = _busy_s(), _children_cpu_s()
-            time.sleep(1.0)
-            if _busy_s() - b0 - (_children_cpu_s() - c0) < QUIET_CORES:
-                return
+        self.out.line(f"  measuring ceiling-{corpus.name} (tiktoken's reference ids) ...")
+        with cf.ThreadPoolExecutor(procs) as pool:
+            for info in pool.map(one, range(procs)):
+                assert info is not None
+                for f in info["files"]:
+                    self.ref[f["file"]] = (f["tokens"], f["cpu_s"], f["digests"])
 
-    def ceiling(self, corpus: Corpus) -> None:
-        _, _, info, _ = self.measure(f"ceiling-{corpus.name}", "ceiling",
-                                     [json.dumps({"files": corpus.files})])
-        assert info is not None
-        for f in info["files"]:
-            self.ref[f["file"]] = (f["tokens"], f["cpu_s"], f["digests"])
+    def alias(self, one: str, parts: list[str]) -> None:
+        """`one` holds the documents of `parts`, in order (the one-file shape)."""
+        refs = [self.ref[f] for f in parts]
+        self.ref[one] = (sum(r[0] for r in refs), sum(r[1] for r in refs),
+                         [d for r in refs for d in r[2]])
 
     def tokenizer_rate(self, files: list[str]) -> float:
         """One tokenizer process's tokens per CPU-second on these files."""
         return (sum(self.ref[f][0] for f in files) / sum(self.ref[f][1] for f in files))
 
     def prep(self, key: str, files: list[str], *extra: str, env: dict[str, str] | None = None,
-             out_dir: Path | None = None, retry: bool = True) -> Run | None:
+             out_dir: Path | None = None, retry: bool = True, workers: int | None = None
+             ) -> Run | None:
         out_dir = out_dir or self.work / f"out-{key}"
         recipe = self.work / f"{key}.toml"
         recipe.write_text(
@@ -148,8 +186,8 @@ class Bench:
             f"data_files = {json.dumps(files)}\ntext_field = \"text\"\nmin_chars = 1\n"
             "max_chars = 1000000000\nsize_mb = 1000000\n")
         args = ["--recipe", str(recipe), "--out", str(out_dir), "--workers",
-                str(self.cfg.workers), "--min-eval-docs", "1", "--quiet",
-                *self.cfg.prep_args.split(), *extra]
+                str(workers or self.cfg.workers), "--min-eval-docs", "1", "--quiet",
+                "--tokenizer-backend", self.cfg.backend, *self.cfg.prep_args.split(), *extra]
         rc, wall, info, load, rates = self.bracketed(
             key, "prep", args, files, env, reset=None if not retry else lambda: remove(out_dir),
             retry=retry)
@@ -177,12 +215,11 @@ class Bench:
         assert info is not None
         if kind == "fineweb":
             tokens = np.concatenate([np.load(p) for p in peers.fineweb_outputs(str(folder))])
-            digests = children.stream_digests(tokens, eot_first=True)
+            digests = stream_digests(tokens, eot_first=True)
         else:
             digests = []
             for p in peers.nanogpt_outputs(str(folder)):
-                digests += children.stream_digests(np.fromfile(p, dtype=np.uint16),
-                                                     eot_first=False)
+                digests += stream_digests(np.fromfile(p, dtype=np.uint16), eot_first=False)
         self._check_ids(key, files, digests)
         run = Run(key, info["tokens"], wall, load, info, max(rates), rates)
         self.runs[key] = run
@@ -205,19 +242,8 @@ def _prep_digests(out_dir: Path, manifest: dict[str, Any]) -> list[str]:
         for split in d["splits"].values():
             parts = [np.fromfile(out_dir / s["path"], dtype=np.uint16) for s in split["shards"]]
             if parts:
-                digests += children.stream_digests(np.concatenate(parts), eot_first=False)
+                digests += stream_digests(np.concatenate(parts), eot_first=False)
     return digests
-
-
-def _busy_s() -> float:
-    """CPU-seconds all processes of the machine have used (from /proc/stat), all cores."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu_s() -> float:

@@ -11,7 +11,7 @@
   ``encode_ordinary`` + EOT, then per split a ``np.memmap`` filled in 1024 contiguous batches.
 
 Both load the JSON Lines files into a fresh datasets cache (as a first run does). Their outputs
-are checked against the ceiling's reference ids by the bench (`children.stream_digests`).
+are checked against the ceiling's reference ids by the bench (`prep.bench.ids`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from prep.bench.children import EOT, peak_rss_mb
+from prep.bench.ids import EOT
+from prep.bench.procfs import peak_rss_mb
 
 NANOGPT_TEST_SIZE = 0.0005
 NANOGPT_SEED = 2357

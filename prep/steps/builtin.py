@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prep.readers import BadRecord, Document
 from prep.shuffle import ShuffleBuffer
 from prep.split import Splitter
-from prep.steps.base import Doc, Step, TaskContext
-from shards.tokenizer import encode_document, load_gpt2
+from prep.steps.base import Doc, Step, TaskContext, TaskError
+from shards.conformance import EncoderMismatch, SampledCheck
+from shards.tokenizer import load_encoder, reference_encoder
 
 if TYPE_CHECKING:
-    import tiktoken
-
     from prep.task import DomainSettings
 
 # Places of the built-in steps; a new step picks a number between them (`prep.steps`).
 READ, LENGTH_FILTER, SHUFFLE, HASH_SPLIT, TOKENIZE = 0, 100, 200, 300, 400
-
-
-# Per process: the tokenizer is built once, on first use. The plan loads it in the coordinator
-# (`prep.plan`), so the local executor's forked workers inherit it (~0.1 s of each start).
-@functools.lru_cache(maxsize=4)
-def encoding(tokenizer_file: str | None) -> tiktoken.Encoding:
-    return load_gpt2(tokenizer_file)
 
 
 class Read(Step):
@@ -113,24 +104,39 @@ class HashSplit(Step):
 
 
 class Tokenize(Step):
-    """GPT-2 token ids of each document, EOT appended (`shards.tokenizer.encode_document`).
-
-    The encoder is held by the step (`self.encoder`), so that another backend can be swapped
-    in here without touching the rest of the pipeline."""
+    """GPT-2 token ids of each document, EOT appended, by the run's encoder backend
+    (`shards.tokenizer.load_encoder`: chosen and checked once per process; the ids never depend
+    on it), and a deterministic sample of documents (by content hash, 1 in
+    `--tokenizer-check-every`) re-encoded by tiktoken: a difference fails the task naming the
+    document, before anything of it is written. What the check did goes into the task record's
+    `tokenizer`, apart from the domain's counters, so that the manifest's domains are the same
+    whatever the backend."""
 
     name, order = "tokenize", TOKENIZE
-    needs = ("text",)
+    needs = ("text", "digest")
     provides = ("tokens",)
 
     def __init__(self, settings: DomainSettings, task: TaskContext) -> None:
         super().__init__(settings, task)
-        self.encoder = encoding(self.settings.tokenizer_file)
+        st = self.settings
+        self.encoder = load_encoder(st.tokenizer_backend, st.tokenizer_file)
+        self.check = SampledCheck(st.tokenizer_check_every, self.encoder,
+                                  lambda: reference_encoder(st.tokenizer_file),
+                                  f"{task.domain} {task.partition_key}")
 
     def run(self, docs: Iterator[Doc]) -> Iterator[Doc]:
-        enc = self.encoder
+        encode, check = self.encoder.encode_document, self.check
         for doc in docs:
-            doc.tokens = encode_document(enc, doc.text)
+            doc.tokens = encode(doc.text)
+            try:
+                check(doc.digest, doc.text, doc.tokens, doc.source)
+            except EncoderMismatch as e:
+                raise TaskError(str(e)) from e
             yield doc
+
+    def record(self) -> dict[str, Any]:
+        """The task record's `tokenizer`: the backend, its version and the check's counts."""
+        return self.check.record()
 
 
 STEPS = (Read, LengthFilter, Shuffle, HashSplit, Tokenize)
