@@ -1,19 +1,19 @@
 """Where a worker's time goes, stage by stage: ``python -m prep.bench.stages FILE... [--backend B]``.
 
-The worker's real code (`prep.task`, the reader, `prep.parts`) run on the plan's partitions of
-the given files, cumulatively: each line adds one stage to the one before, in one process, CPU
-and wall seconds (best of ``--repeat``); a stage's cost is the difference to the line before
-(noise of a few hundredths of a second included: a small stage can read 0):
+The worker's real code (the reader, the domain's pipeline of steps `prep.steps`, `prep.task`)
+runs on the plan's partitions of the given files, cumulatively: each line adds one stage to the
+one before, in one process, CPU and wall seconds (best of ``--repeat``); a stage's cost is the
+difference to the line before (noise of a few hundredths of a second included: a small stage can
+read 0):
 
-1. read: the files' bytes from disk, hashed (the reader's provenance sha256);
+1. disk: the files' bytes from disk, hashed (the reader's provenance sha256);
 2. decompress: ... decompressed by suffix;
-3. parse: ... cut into lines, JSON-parsed, made Documents (the reader, complete);
-4. filter: ... UTF-8 bytes and the length filters (`prep.task._filtered`);
-5. shuffle: ... through the seeded shuffle buffer;
-6. hash: ... content sha256 and split point of each document;
-7. encode: ... GPT-2 ids (the backend asked for; its load and check not counted);
-8. check: ... the sampled check (1 in --tokenizer-check-every);
-9. write: the whole task (`prep.task.run_task`: part files, completion record; their fsync is
+3. parse: ... cut into lines, JSON-parsed, made records (the reader, complete);
+4. then one line per step of the domain's pipeline, in order (``read``: Documents and their
+   UTF-8 bytes; ``length_filter``; ``shuffle``; ``hash_split``; ``tokenize``: the backend asked
+   for, its load and conformance check not counted, with the sampled check; and every step a
+   recipe turns on, such as the near-duplicate signatures);
+5. write: the whole task (`prep.task.run_task`: part files, completion record; their fsync is
    wall time, not CPU).
 
 "rest" (a `--workers 1` prep run's CPU less the tasks': start-up, plan, commit, assembly) is
@@ -32,8 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-STAGES = ("read", "decompress", "parse", "filter", "shuffle", "hash", "encode", "check",
-          "write")
+FILE_STAGES = ("disk", "decompress", "parse")
 
 
 def _drain(it: Iterator[Any]) -> int:
@@ -43,6 +42,11 @@ def _drain(it: Iterator[Any]) -> int:
     return n
 
 
+def stage_names(step_names: list[str]) -> list[str]:
+    """Every line of the split: the file stages, the pipeline's steps, the write."""
+    return [*FILE_STAGES, *step_names, "write"]
+
+
 def split(files: list[str], backend: str = "auto", repeat: int = 2,
           check_every: int = 256) -> dict[str, Any]:
     """CPU seconds of each cumulative stage over the files' partitions (module docstring)."""
@@ -50,10 +54,7 @@ def split(files: list[str], backend: str = "auto", repeat: int = 2,
     from prep.config import config_from_args
     from prep.plan import make_plan
     from prep.readers import files as rfiles
-    from prep.shuffle import ShuffleBuffer
-    from prep.split import Splitter
-    from shards.conformance import SampledCheck
-    from shards.tokenizer import load_encoder, reference_encoder
+    from prep.steps import Counters, TaskContext
 
     work = Path(tempfile.mkdtemp(prefix="prep-stages-"))
     try:
@@ -62,61 +63,46 @@ def split(files: list[str], backend: str = "auto", repeat: int = 2,
                           f"data_files = {json.dumps(files)}\ntext_field = \"text\"\n"
                           "min_chars = 1\nmax_chars = 1000000000\n")
         plan = make_plan(config_from_args(["--recipe", str(recipe), "--out", str(work / "out"),
-                                           "--tokenizer-backend", backend, "--quiet"]))
+                                           "--tokenizer-backend", backend,
+                                           "--tokenizer-check-every", str(check_every),
+                                           "--quiet"]))
         d = plan.domains[0]
         st = d.settings
         reader = task._reader(st.reader_key())
-        enc = load_encoder(backend)
-        ref = reference_encoder()
         paths = [f["path"] for p in d.partitions for f in p.spec.get("files", [])] or files
+        made: dict[int, Any] = {}  # step instances, once per partition and prefix length
 
-        def docs(p: Any) -> Iterator[Any]:
-            c = task.TaskCounts()
-            return task._filtered(reader.read(p), st, c, [])
-
-        def shuffled(p: Any) -> Iterator[Any]:
-            return ShuffleBuffer(st.cfg.shuffle_buffer, seed=f"1:data:{p.key}",
-                                 max_bytes=int(st.cfg.shuffle_buffer_mb * 1e6),
-                                 size_of=lambda item: len(item[1]))(docs(p))
-
-        def hashed(p: Any) -> Iterator[Any]:
-            sp = Splitter(st.split_salt)
-            for doc, raw in shuffled(p):
-                digest = hashlib.sha256(raw).digest()
-                sp.point(digest)
-                yield doc, digest
-
-        def encoded(p: Any) -> Iterator[Any]:
-            for doc, digest in hashed(p):
-                yield doc, digest, enc.encode_document(doc.text)
-
-        def checked(p: Any) -> Iterator[Any]:
-            check = SampledCheck(check_every, enc, lambda: ref)
-            for doc, digest, ids in encoded(p):
-                check(digest, doc.text, ids, doc.source)
-                yield ids
+        def prefix(p: Any, k: int) -> Iterator[Any]:
+            """The partition through the pipeline's first k steps (fresh instances: a step's
+            encoder comes from the per-process cache, so its load is not timed)."""
+            ctx = TaskContext(d.name, p.key, p.index, 0, plan.seed, Counters.of(st.counters))
+            stream: Iterator[Any] = reader.read(p)
+            for cls in st.steps[:k]:
+                step = cls(st, ctx)
+                made[id(step)] = step
+                stream = step.run(stream)
+            return stream
 
         def run_tasks() -> None:
             tasks = work / "tasks"
             for p in d.partitions:
-                job = task.TaskJob(d.task(p.index), st, str(tasks))
-                task.run_task(job)
+                task.run_task(task.TaskJob(d.task(p.index), st, str(tasks)))
             shutil.rmtree(tasks)
 
+        _drain(prefix(d.partitions[0], len(st.steps)))  # loads the encoder (and any step's
+        #                                                  resources) before the timing
         steps: dict[str, Callable[[], Any]] = {
-            "read": lambda: [rfiles.hash_range(hashlib.sha256(), f) for f in paths],
+            "disk": lambda: [rfiles.hash_range(hashlib.sha256(), f) for f in paths],
             "decompress": lambda: [_drain(rfiles.iter_decompressed(f, hashlib.sha256()))
                                    for f in paths],
-            "parse": lambda: [_drain(reader.read(p)) for p in d.partitions],
-            "filter": lambda: [_drain(docs(p)) for p in d.partitions],
-            "shuffle": lambda: [_drain(shuffled(p)) for p in d.partitions],
-            "hash": lambda: [_drain(hashed(p)) for p in d.partitions],
-            "encode": lambda: [_drain(encoded(p)) for p in d.partitions],
-            "check": lambda: [_drain(checked(p)) for p in d.partitions],
-            "write": run_tasks,
+            "parse": lambda: [_drain(prefix(p, 0)) for p in d.partitions],
         }
+        for k, cls in enumerate(st.steps, start=1):
+            steps[cls.name] = lambda k=k: [_drain(prefix(p, k)) for p in d.partitions]
+        steps["write"] = run_tasks
+        names = stage_names([cls.name for cls in st.steps])
         cumulative, walls = {}, {}
-        for name in STAGES:
+        for name in names:
             best, wall = float("inf"), float("inf")
             for _ in range(repeat):
                 t, w = time.process_time(), time.perf_counter()
@@ -124,18 +110,22 @@ def split(files: list[str], backend: str = "auto", repeat: int = 2,
                 best = min(best, time.process_time() - t)
                 wall = min(wall, time.perf_counter() - w)
             cumulative[name], walls[name] = best, wall
-        mb = sum(len(doc.text.encode()) for p in d.partitions for doc, _ in docs(p)) / 1e6
+        mb = sum(len(doc.raw) for p in d.partitions for doc in prefix(p, 1)) / 1e6  # step 1:
+        #                                                        read, the documents' UTF-8 text
+        tok = next(s for s in made.values() if s.name == "tokenize")
+        label = tok.encoder.label
     finally:
         shutil.rmtree(work, ignore_errors=True)
     own, prev = {}, 0.0
-    for name in STAGES:
+    for name in names:
         own[name] = max(0.0, cumulative[name] - prev)
         prev = max(prev, cumulative[name])
-    return {"encoder": enc.label, "mb": mb, "partitions": len(d.partitions),
+    last_step = names[-2]
+    return {"encoder": label, "mb": mb, "partitions": len(d.partitions),
             "cumulative_cpu_s": cumulative, "cumulative_wall_s": walls, "stage_cpu_s": own,
             "stage_share": {k: v / max(prev, 1e-9) for k, v in own.items()},
             "mb_per_cpu_s": mb / max(prev, 1e-9),
-            "write_wall_s": max(0.0, walls["write"] - walls["check"])}
+            "write_wall_s": max(0.0, walls["write"] - walls[last_step])}
 
 
 def format_split(result: dict[str, Any]) -> str:
