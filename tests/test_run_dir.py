@@ -58,16 +58,27 @@ def subprocess_train(data: Path, out: Path, *extra: str,
 # --------------------------------------------------------------------------- fresh runs
 
 
-@pytest.mark.parametrize("leftover", ["metrics.jsonl", "ckpt.pt", "ckpt_000004.pt"])
+FRESH_REFUSALS = {
+    "ckpt.pt": "holds an earlier run (ckpt.pt); pass --resume to continue it or --overwrite",
+    # no checkpoint: nothing to resume, so never "pass --resume"
+    "metrics.jsonl": "holds an earlier run that wrote no checkpoint (metrics.jsonl): there is "
+                     "nothing to resume; pass --overwrite to delete it",
+    "ckpt_000004.pt": "holds an earlier run (ckpt_000004.pt) without ckpt.pt: pass --overwrite "
+                      "to delete it and start over, copy one of ckpt_000004.pt to ckpt.pt and "
+                      "pass --resume to continue from it",
+}
+
+
+@pytest.mark.parametrize("leftover", list(FRESH_REFUSALS))
 def test_fresh_run_into_a_used_directory_is_refused(data, tmp_path, capsys, leftover):
     out = tmp_path / "run"
     out.mkdir()
     (out / leftover).write_text("an earlier run\n")
     assert train(data, out, "--max-steps", "2") == 2
     err = capsys.readouterr().err
-    assert f"{out} holds an earlier run ({leftover}); pass --resume to continue it or " \
-           "--overwrite" in err
+    assert err.startswith(f"error: {out} {FRESH_REFUSALS[leftover]}") and err.count("\n") == 1
     assert (out / leftover).read_text() == "an earlier run\n"  # untouched
+    assert sorted(p.name for p in out.iterdir()) == [leftover]  # no lock taken, nothing added
 
 
 def test_overwrite_starts_over_without_duplicate_records(data, tmp_path):
@@ -145,7 +156,8 @@ def test_allow_change_names_only_options_that_alter_the_run(data, tmp_path, caps
     # what may differ on resume without --allow-change (README lists the same)
     assert {f.name for f in fields(TrainConfig)} - set(RUN_KEYS) == {
         "data", "out", "stop_after", "keep_ckpt_every", "eval_batch_size", "resume",
-        "allow_change", "overwrite", "skip_verify", "compile", "device", "init_from"}
+        "allow_change", "overwrite", "skip_verify", "compile", "device", "init_from", "log_every",
+        "moe_impl"}
     assert train(data, tmp_path / "r", "--allow-change", "lr") == 2
     assert "--allow-change applies to --resume only" in capsys.readouterr().err
 

@@ -7,8 +7,12 @@ window is uniform over all valid start positions, so a shard is chosen in propor
 valid starts and windows never straddle two shards.
 
 Zero-copy gather: the windows are copied straight from the memmaps into one preallocated uint16
-host buffer (pinned on CUDA), moved with one ``non_blocking`` copy and widened to int64 on the
-device. Nothing is allocated per row and no memmap is re-opened, so anonymous memory stays flat.
+host buffer (two, pinned, on CUDA), moved with one ``non_blocking`` copy and widened to int64 on
+the device. Nothing is allocated per row and no memmap is re-opened, so anonymous memory stays
+flat. :meth:`TrainSampler.prefetch` gathers and sends the next batch ahead of time: the loop
+calls it right after a forward pass is queued, so the host's gather and the copy overlap the
+GPU's compute (as nanoGPT fetches its next batch after the forward); a prefetched batch is not
+yet consumed, so :meth:`TrainSampler.state_dict` still describes the stream before it.
 
 Each DDP rank draws from its own ``numpy.random.Generator`` seeded from ``(seed, rank)``; its
 state (:meth:`TrainSampler.state_dict`) goes into the checkpoint, so a resumed run continues the
@@ -17,10 +21,12 @@ same sequence of batches.
 Evaluation: every block of each domain's eval split, in order (windows of ``block_size + 1`` at
 stride ``block_size`` inside each shard), dealt round-robin to the DDP ranks.
 
-Token ids: a dataset opened with ``verify="ids"`` or ``"full"`` had every id checked before
-step 0. One opened with sizes only (``--skip-verify``) gets a check of every batch instead (the
-max of a few thousand uint16s): an id outside the tokenizer's vocabulary stops the run with an
-error naming the shard and the token offset, never an IndexError in the embedding.
+Token ids: every batch, train and eval, is checked on the host before it is sent (the max of a
+few thousand uint16s in the buffer just filled: microseconds, no device sync), whatever the
+open checked: a shard changed after the check before step 0 (or never checked, with
+``--skip-verify``) stops the run at the first window that holds an id outside the tokenizer's
+vocabulary, with an error naming the shard and the token offset, before that batch trains and
+never as an IndexError in the embedding.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class DataError(ValueError):
 class Batch:
     x: torch.Tensor  # (B, T) int64 inputs, on the device
     y: torch.Tensor  # (B, T) int64 targets (x shifted by one), on the device
-    domain: torch.Tensor  # (B,) int64 domain index of every row (into the sampler's `domains`)
+    domain: torch.Tensor  # (B,) int64 domain index of every row (into the sampler's `domains`),
+    # on the host (the loop does not need it on the device)
 
 
 # --------------------------------------------------------------------------- options
@@ -94,20 +101,21 @@ def parse_domain_weights(spec: str | None, domains: Sequence[str]) -> dict[str, 
 
 
 class _VocabGuard:
-    """Checks each batch's ids against the vocabulary when the open did not (see above)."""
+    """Checks each batch's ids against the vocabulary (see the module docstring)."""
 
-    def __init__(self, ds: Any, split: str, domains: Sequence[str], enabled: bool | None) -> None:
-        check = getattr(ds, "verification", None)
-        if enabled is None:
-            enabled = check is None or check.level == "sizes"
+    def __init__(self, ds: Any, split: str, domains: Sequence[str], enabled: bool = True) -> None:
         self.vocab: int | None = getattr(ds, "vocab_size", None) if enabled else None
         self.root = getattr(ds, "root", None)
         self.paths = ([[ds.root / s.path for s in ds.split(d, split).record.shards]
                        for d in domains] if self.vocab is not None else [])
 
+    def over(self, buf: np.ndarray, n: int) -> bool:
+        """Whether the first `n` rows of `buf` hold an id outside the vocabulary."""
+        return self.vocab is not None and int(buf[:n].max(initial=0)) >= self.vocab
+
     def check(self, buf: np.ndarray, rows: Sequence[tuple[int, int, int]]) -> None:
         """`buf[i]` holds the window of `rows[i]` = (domain, shard, start)."""
-        if self.vocab is None or int(buf[:len(rows)].max(initial=0)) < self.vocab:
+        if not self.over(buf, len(rows)):
             return
         for i, (d, s, a) in enumerate(rows):
             bad = np.flatnonzero(buf[i] >= self.vocab)
@@ -115,8 +123,9 @@ class _VocabGuard:
                 raise DataError(
                     f"{self.paths[d][s]}: token id {int(buf[i][bad[0]])} at token offset "
                     f"{a + int(bad[0])} is >= the vocabulary size {self.vocab} of the dataset's "
-                    f"tokenizer: the shard is damaged (the data was opened without checking "
-                    f"token ids); run `python -m shards verify {self.root}`")
+                    f"tokenizer: the shard is damaged (changed since the data was checked, or "
+                    f"never checked: --skip-verify); nothing was trained on this batch; run "
+                    f"`python -m shards verify {self.root}`")
 
 
 # --------------------------------------------------------------------------- host -> device
@@ -128,16 +137,21 @@ def widen_int16(t: torch.Tensor) -> torch.Tensor:
 
 
 class _Transfer:
-    """A preallocated uint16 host buffer (two, pinned, on CUDA) and its move to the device.
+    """A preallocated uint16 host buffer (a ring of RING, pinned, on CUDA) and its move to the
+    device.
 
     On CUDA the copy is asynchronous; a buffer is only refilled after the event recorded behind
-    its previous copy has completed, so the host never overwrites bytes still in flight.
+    its previous copy has completed, so the host never overwrites bytes still in flight. With
+    RING buffers the host may run that many batches ahead of the GPU before it waits (a loop
+    that reads nothing from the GPU between log points is about one step ahead).
     """
+
+    RING = 4
 
     def __init__(self, rows: int, cols: int, device: torch.device) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
-        n = 2 if self.cuda else 1
+        n = self.RING if self.cuda else 1
         self.host = [torch.empty((rows, cols), dtype=torch.uint16, pin_memory=self.cuda)
                      for _ in range(n)]
         self.views = [h.numpy() for h in self.host]
@@ -147,7 +161,7 @@ class _Transfer:
     def buffer(self) -> np.ndarray:
         """The host buffer to fill next (waits for its previous copy on CUDA)."""
         ev = self.events[self.turn]
-        if ev is not None:
+        if ev is not None and not ev.query():
             ev.synchronize()
         return self.views[self.turn]
 
@@ -188,7 +202,7 @@ class TrainSampler:
 
     def __init__(self, ds: Any, *, block_size: int, batch_size: int,
                  weights: dict[str, float] | None = None, seed: int = 0, rank: int = 0,
-                 device: torch.device | str = "cpu", check_ids: bool | None = None) -> None:
+                 device: torch.device | str = "cpu", check_ids: bool = True) -> None:
         if block_size < 1 or batch_size < 1:
             raise DataError("block_size and batch_size must be >= 1")
         self.domains: list[str] = list(ds.domains)
@@ -221,6 +235,8 @@ class TrainSampler:
         self.batches = 0
         self._xfer = _Transfer(batch_size, L, torch.device(device))
         self._guard = _VocabGuard(ds, "train", self.domains, check_ids)
+        # a batch drawn and sent ahead by prefetch(): (batch, rng state and count before it)
+        self._pending: tuple[Batch, dict[str, Any], int] | None = None
 
     def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The next batch's (domain, shard, start) per row, advancing the random stream."""
@@ -240,7 +256,7 @@ class TrainSampler:
         self.batches += 1
         return dom.astype(np.int64), shard, start
 
-    def next_batch(self) -> Batch:
+    def _fetch(self) -> Batch:
         dom, shard, start = self.draw()
         L = self.block_size + 1
         buf = self._xfer.buffer()
@@ -250,24 +266,39 @@ class TrainSampler:
             buf[i] = shards[d][s][a:a + L]
         self._guard.check(buf, rows)
         x, y = self._xfer.send_xy()
-        domain = torch.from_numpy(dom).to(self._xfer.device, non_blocking=True)
-        return Batch(x=x, y=y, domain=domain)
+        return Batch(x=x, y=y, domain=torch.from_numpy(dom))
 
+    def prefetch(self) -> None:
+        """Draw, gather and send the next batch now (a no-op when one is already waiting);
+        :meth:`next_batch` returns it."""
+        if self._pending is None:
+            before = (self.rng.bit_generator.state, self.batches)
+            self._pending = (self._fetch(), *before)
+
+    def next_batch(self) -> Batch:
+        """The next batch of the stream (the prefetched one, if any)."""
+        if self._pending is not None:
+            batch, self._pending = self._pending[0], None
+            return batch
+        return self._fetch()
     def __iter__(self) -> Iterator[Batch]:
         while True:
             yield self.next_batch()
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Plain types only (loadable with torch.load(weights_only=True)); 128-bit ints as str."""
-        st = self.rng.bit_generator.state
+        """Plain types only (loadable with torch.load(weights_only=True)); 128-bit ints as str.
+        The position after the last batch :meth:`next_batch` returned (a prefetched batch is
+        drawn again after a resume)."""
+        st, batches = ((self._pending[1], self._pending[2]) if self._pending is not None
+                       else (self.rng.bit_generator.state, self.batches))
         return {
             "version": SAMPLER_STATE_VERSION,
             "bit_generator": st["bit_generator"],
             "state": {k: str(v) for k, v in st["state"].items()},
             "has_uint32": int(st["has_uint32"]),
             "uinteger": int(st["uinteger"]),
-            "batches": self.batches,
+            "batches": batches,
             "seed": self.seed,
             "rank": self.rank,
             "domains": list(self.domains),
@@ -293,6 +324,7 @@ class TrainSampler:
         name = self.rng.bit_generator.state["bit_generator"]
         if sd["bit_generator"] != name:
             raise DataError(f"sampler state is for {sd['bit_generator']}, this run uses {name}")
+        self._pending = None
         self.rng.bit_generator.state = {
             "bit_generator": name,
             "state": {k: int(v) for k, v in sd["state"].items()},
@@ -328,7 +360,7 @@ class EvalSet:
 
     def __init__(self, ds: Any, *, block_size: int, batch_size: int, rank: int = 0,
                  world_size: int = 1, max_blocks: int | None = None,
-                 device: torch.device | str = "cpu", check_ids: bool | None = None) -> None:
+                 device: torch.device | str = "cpu", check_ids: bool = True) -> None:
         if max_blocks is not None and max_blocks < 1:
             raise DataError(f"--eval-max-blocks must be >= 1, got {max_blocks}")
         self.domains: list[str] = list(ds.domains)
@@ -368,7 +400,7 @@ class EvalSet:
             buf = self._xfer.buffer()
             for i, (s, start) in enumerate(rows):
                 buf[i] = shards[s][start:start + L]
-            if self._guard.vocab is not None:
+            if self._guard.over(buf, len(rows)):
                 self._guard.check(buf, [(domain, int(s), int(a)) for s, a in rows])
             xy = self._xfer.send(len(rows))
             yield xy[:, :-1].contiguous(), xy[:, 1:].contiguous(), n_valid
