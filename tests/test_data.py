@@ -11,14 +11,8 @@ import torch
 
 import shards
 from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
-from train.data import (
-    DataError,
-    EvalSet,
-    TrainSampler,
-    eval_windows,
-    parse_domain_weights,
-    widen_int16,
-)
+from train.data import DataError, TrainSampler, parse_domain_weights, widen_int16
+from train.eval_data import EvalSet, eval_windows
 
 
 def build_dataset(root: Path, streams: dict[str, dict[str, np.ndarray]], *, block_size: int,

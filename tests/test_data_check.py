@@ -123,12 +123,13 @@ def test_ids_damaged_after_the_full_check_never_train(data, tmp_path, capsys, mo
     # 50300 is inside the model's padded vocabulary (it would train silently), 65535 outside
     # (an IndexError in the embedding).
     real_open = start.open_data
-    shard = data / "math/train/shard_00000.bin"
+    shards_ = sorted((data / "math/train").glob("shard_*.bin"))
 
     def open_then_damage(cfg, d):
         ds = real_open(cfg, d)
         assert ds.verification.level == "full"
-        set_tokens(shard, slice(None), bad_id)
+        for shard in shards_:
+            set_tokens(shard, slice(None), bad_id)
         return ds
 
     monkeypatch.setattr(start, "open_data", open_then_damage)
@@ -136,7 +137,8 @@ def test_ids_damaged_after_the_full_check_never_train(data, tmp_path, capsys, mo
     assert train(data, out, "--domain-weights", "code=0,math=1,prose=0") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "IndexError" not in err, err
-    assert err.startswith(f"error: {shard}: token id {bad_id} at token offset "), err
+    assert any(err.startswith(f"error: {p}: token id {bad_id} at token offset ")
+               for p in shards_), err
     assert "is >= the vocabulary size 50257 of the dataset's tokenizer: the shard is damaged " \
            "(changed since the data was checked, or never checked: --skip-verify); nothing was " \
            "trained on this batch" in err

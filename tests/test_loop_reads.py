@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def sync_counts(data: Path, out: Path, *extra: str) -> dict[int, int]:
             marks.append((-1, counter.total))
     finally:
         Loop.train_step = step
-    return {s: b - a for (s, a), (_, b) in zip(marks, marks[1:])}
+    return {s: b - a for (s, a), (_, b) in zip(marks, marks[1:], strict=False)}
 
 
 @pytest.mark.parametrize("model, per_step", [
@@ -166,3 +167,43 @@ def test_nonfinite_loss_before_any_checkpoint_says_so(data, tmp_path, monkeypatc
     assert not (out / "ckpt.pt").exists()
     (warning,) = [w for w in records(out, "warning") if "non-finite" in w["message"]]
     assert warning["message"].endswith("; stopping; no checkpoint was written")
+
+
+DAMAGE_ON_RANK_1 = """
+import os, sys
+from train import moe
+from train.data import TrainSampler
+
+fetch = TrainSampler._fetch
+
+
+def damaged_third(self):
+    batch = fetch(self)
+    if os.environ["RANK"] == "1" and self.batches == 3:
+        batch.damage = "simulated: a damaged window on rank 1"
+    return batch
+
+
+TrainSampler._fetch = damaged_third
+sys.exit(moe.main(sys.argv[1:]))
+"""
+
+
+def test_a_damaged_batch_on_one_rank_stops_every_rank_with_its_message(data, tmp_path):
+    script = tmp_path / "wrapper.py"
+    script.write_text(DAMAGE_ON_RANK_1)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(script), "--data", str(data), "--out", str(out), *SMALL, *MOE,
+           "--max-steps", "8", "--eval-every", "4", "--log-every", "2", "--device", "cpu"]
+    p = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "exitcode  : 2" in p.stderr, p.stderr[-3000:]
+    assert f"error: rank 1 (host {socket.gethostname()}): simulated: a damaged window on rank " \
+           "1\n" in p.stderr
+    # rank 1's third batch (step 3) held it, read at step 4 before its checkpoint: steps 1-2
+    # are recorded, nothing after them, and no checkpoint holds step 3
+    assert [r["step"] for r in records(out, "train")] == [1, 2]
+    (warning,) = records(out, "warning")
+    assert warning["step"] == 3 and warning["message"].startswith("damaged data at step 3: ")
+    assert not (out / "ckpt.pt").exists()

@@ -20,6 +20,9 @@ Stops, acted on at the read that sees them:
   after it that ran before the read are discarded: no checkpoint is ever written after a
   non-finite step (a checkpoint is written only at a read that found none), so the last
   checkpoint is a good one and ``--resume`` continues from it as before.
+- a damaged batch (ids outside the vocabulary, train/data.py): it ran with clamped ids and a
+  zero loss (so it trained nothing, and DDP's collectives still match); the records stop before
+  its step, a warning and the error name the shard and offset on every rank, exit 2.
 - a SIGTERM (train/preempt.py): a checkpoint of the step just read, then EXIT_PREEMPTED;
   ``--resume`` continues from it exactly (with --log-every N, up to N - 1 steps after the
   signal in a multi-process run: lower it if the scheduler's grace period is shorter).
@@ -41,8 +44,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from shards.atomic import copy_file
 from train.checkpoint import CKPT_NAME, rng_state, save_checkpoint
 from train.config import COLLAPSE_PATIENCE, COLLAPSE_SHARE, TrainConfig
-from train.data import DataError, EvalSet, TrainSampler
-from train.distributed import Dist, barrier, gather
+from train.data import DataError, TrainSampler
+from train.distributed import Dist, agree, barrier, gather
+from train.eval_data import EvalSet
 from train.evaluation import evaluate
 from train.metrics import MetricsLog
 from train.mfu import peak_flops
@@ -75,6 +79,7 @@ class Loop:
         self.saved_step: int | None = step if self.ckpt_path.is_file() else None
         self.t_interval: float | None = None  # when the steps not yet read began
         self.noise: float | None = None  # the router noise the MoE layers hold
+        self.damage: str | None = None  # this rank's first damaged batch (train/data.py)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -125,13 +130,7 @@ class Loop:
             if collapse:
                 stop_reason, stopping = collapse, True
         while not stopping and self.step < cfg.max_steps:
-            try:
-                self.train_step(preempt)
-            except DataError as e:  # a damaged batch on this rank: nothing of it trained
-                if d.world == 1 and len(self.stats):
-                    self.read(preempt)  # the records of the steps done before it
-                e.rank_local = True  # type: ignore[attr-defined]
-                raise
+            self.train_step(preempt)
             stopping = cfg.stop_after is not None and self.step >= cfg.stop_after
             due = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
             if not (due or stopping or self.step % self.log_every == 0
@@ -186,12 +185,16 @@ class Loop:
             self.noise = noise
         raw.reset_load_counts()
         last_step = self.step + 1 in (cfg.max_steps, cfg.stop_after)
+        damaged = False
         for micro in range(cfg.grad_accum):
             batch = self.sampler.next_batch()
             sync = d.world == 1 or micro == cfg.grad_accum - 1
             with (nullcontext() if sync else self.model.no_sync()), self.ctx:
                 o = self.model(batch.x, batch.y)
                 loss = o.lm_loss + mcfg.lb_coef * o.lb_loss + mcfg.z_coef * o.z_loss
+            if batch.damage is not None:  # ids clamped: run it (DDP), but it trains nothing
+                loss = loss * 0.0
+                self.damage, damaged = self.damage or batch.damage, True
             if micro < cfg.grad_accum - 1 or not last_step:
                 self.sampler.prefetch()  # while the GPU runs the forward just queued
             if micro == 0:
@@ -200,7 +203,7 @@ class Loop:
             self.stats.add_micro(o)
         norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
                                               cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        self.stats.end_step(self.step + 1, lr, noise, norm)
+        self.stats.end_step(self.step + 1, lr, noise, norm, damaged)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -214,6 +217,10 @@ class Loop:
         self.t_interval = None
         last = None
         for v in vals:
+            if v.damaged:  # on some rank: its message, on every rank
+                error = agree(self.damage, self.d) or "a damaged batch (no message)"
+                self.log.warn(v.step, f"damaged data at step {v.step}: {error}; stopping")
+                raise DataError(error)
             if not all(math.isfinite(x) for x in (v.lm, v.lb, v.z)):
                 kept = (f"the last good checkpoint (step {self.saved_step}) in {self.ckpt_path} "
                         "is kept" if self.saved_step is not None else "no checkpoint was written")
@@ -261,8 +268,13 @@ class Loop:
 
     def eval_step(self) -> dict[str, Any]:
         """Score the eval set, log it, warn about collapsed layers; returns the eval record."""
-        ev = {"kind": "eval", "step": self.step,
-              **evaluate(self.raw, self.evalset, ctx=self.ctx, world=self.d.world).record()}
+        res = evaluate(self.raw, self.evalset, ctx=self.ctx, world=self.d.world)
+        error = agree(self.evalset.damage, self.d)
+        if error is not None:
+            self.log.warn(self.step, f"damaged data in the eval at step {self.step}: {error}; "
+                                     "stopping")
+            raise DataError(error)
+        ev = {"kind": "eval", "step": self.step, **res.record()}
         self.log.record(ev)
         self.log.eval_tables(ev)
         collapsed = [lay for lay in ev["layers"] if lay["collapsed"]]

@@ -40,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainError, DataError, CheckpointError, FormatError) as e:
         if d.master:
             print(f"error: {e}", file=sys.stderr)
-        elif getattr(e, "rank_local", False):  # this rank's alone (a damaged batch): say so
-            print(f"error: rank {d.rank}: {e}", file=sys.stderr)
         return 2
     finally:
         teardown()

@@ -26,8 +26,9 @@ import shards
 from shards.format import FormatError
 from train.checkpoint import CKPT_NAME, check_compatible, load_checkpoint, set_rng_state
 from train.config import TrainConfig, TrainError
-from train.data import DataError, EvalSet, TrainSampler, parse_domain_weights
+from train.data import DataError, TrainSampler, parse_domain_weights
 from train.distributed import Dist, agree, from_master
+from train.eval_data import EvalSet
 from train.lock import RunLock
 from train.loop import Loop
 from train.metrics import MetricsLog
@@ -116,6 +117,9 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device,
         mcfg = make_config(cfg.preset, **cfg.overrides())
     except ValueError as e:  # unknown preset, bad n_experts/top_k/moe_layers, ...
         raise TrainError(f"model config: {e}") from e
+    if cfg.compile and cfg.moe_impl == "grouped_mm" and device.type != "cuda":
+        raise TrainError("--moe-impl grouped_mm with --compile runs on CUDA only (torch compiles "
+                         "_grouped_mm for bf16); drop one of them")
     mcfg_dict = asdict(mcfg)
     weights = parse_domain_weights(cfg.domain_weights, ds.domains)
     changes: dict[str, Any] = {}
@@ -161,7 +165,8 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device,
         optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
                                               device.type)
         sampler = TrainSampler(ds, block_size=mcfg.block_size, batch_size=cfg.batch_size,
-                               weights=weights, seed=cfg.seed, rank=d.rank, device=device)
+                               weights=weights, seed=cfg.seed, rank=d.rank, device=device,
+                               flag_damage=True)
         loop_state: dict[str, int] = {}
         if ckpt is not None:
             loop_state = dict(ckpt.get("loop", {}))
@@ -179,7 +184,8 @@ def run(cfg: TrainConfig, d: Dist, device: torch.device,
             torch.manual_seed(cfg.seed + 1 + d.rank)  # this rank's router-noise stream
         evalset = EvalSet(ds, block_size=mcfg.block_size,
                           batch_size=cfg.eval_batch_size or cfg.batch_size, rank=d.rank,
-                          world_size=d.world, max_blocks=cfg.eval_max_blocks, device=device)
+                          world_size=d.world, max_blocks=cfg.eval_max_blocks, device=device,
+                          flag_damage=True)
         loop = Loop(cfg, d, device, ds, model, optimizer, sampler, evalset, log, step, loop_state)
         with Preemption() as preempt:
             code = loop.train(preempt)

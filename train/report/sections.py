@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from shards.tokenizer import EOT_ID
-from train.data import EvalSet
+from train.eval_data import EvalSet
 from train.evaluation import Evaluation
 from train.report import specialization as sp
 from train.report.config import ReportConfig, ReportError
