@@ -43,6 +43,9 @@ def test_cpu_smoke_runs_the_loop_the_bare_step_and_a_baseline_tree(tmp_path):
     assert after["child"]["exit_code"] == 0 and after["child"]["log_every"] == 10
     bare = after["child"]["bare"]
     assert bare["steps"] == 20 and bare["ms_per_step"] > 0
+    prof = after["child"]["profile"]
+    assert prof["sorted_by"] == "cpu_ms" and len(prof["top"]) == 30
+    assert any(r["op"] == "aten::bmm" for r in prof["top"])  # the experts' padded matmuls
     # the "after" loop read the device every 10 steps: one dt_s per interval
     dts = after["loop"]["dt_s"]
     assert dts[:10] == [dts[0]] * 10 and dts[10:20] == [dts[10]] * 10 and len(set(dts)) <= 3

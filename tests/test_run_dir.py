@@ -312,16 +312,19 @@ def test_sigterm_mid_run_then_resume_gives_the_same_losses(data, tmp_path):
 
 
 def test_sigterm_on_one_ddp_rank_stops_every_rank_at_the_same_step(data, tmp_path):
+    # the flag travels with the next read of the step numbers: --log-every 3, SIGTERM on rank 1
+    # during step 2, every rank stops after step 3
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", str(REPO / "train" / "moe.py"), *args(data, out, "--max-steps", "6",
-                                                       "--eval-every", "6", "--device", "cpu")]
+                                                       "--eval-every", "6", "--device", "cpu",
+                                                       "--log-every", "3")]
     p = subprocess.run(cmd, env={**os.environ, TEST_HOOK_ENV: "2:1"}, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode != 0, p.stdout[-2000:]  # torchrun reports the workers' exit 143
-    assert "SIGTERM received: checkpoint of step 2" in p.stdout, p.stdout[-2000:] + p.stderr
+    assert "SIGTERM received: checkpoint of step 3" in p.stdout, p.stdout[-2000:] + p.stderr
     ck = load_checkpoint(out / "ckpt.pt")
-    assert ck["step"] == 2
-    assert [r["batches"] for r in ck["sampler"]["ranks"]] == [2, 2]  # both ranks stopped at 2
-    assert [r["step"] for r in records(out, "train")] == [1, 2]
-    assert records(out, "summary")[0]["stop_reason"] == "SIGTERM: stopped after step 2"
+    assert ck["step"] == 3
+    assert [r["batches"] for r in ck["sampler"]["ranks"]] == [3, 3]  # both ranks stopped at 3
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3]
+    assert records(out, "summary")[0]["stop_reason"] == "SIGTERM: stopped after step 3"

@@ -3,13 +3,15 @@
     python -m train.bench_child SPEC.json
 
 SPEC holds ``argv`` (train/moe.py's options), ``bare_steps``, ``bare_warmup``,
-``count_syncs`` and ``result`` (where the result JSON goes). The loop runs in this process
+``count_syncs``, ``profile`` and ``result`` (where the result JSON goes). The loop runs in this process
 through train/start.py's ``run`` exactly as ``train/moe.py`` runs it, except that it writes no
 checkpoint (a benchmark times steps; writing 1-3 GB would only cost minutes of a GPU). Then,
 with the loop's own compiled model, optimizer and autocast (no recompilation), the bare step:
 forward, backward, clip and the fused AdamW step on one fixed batch, no sampler, no logging, no
 read of any value, timed over `bare_steps` steps between two device syncs. With `count_syncs`
-on CUDA, torch's sync debug mode counts the synchronizing CUDA calls of every loop step.
+on CUDA, torch's sync debug mode counts the synchronizing CUDA calls of every loop step. With
+`profile`, torch.profiler then records three bare steps: the top ops by device time go into the
+result (where the MoE dispatch spends its time).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_step_ms(loop: Any, steps: int, warmup: int) -> dict[str, Any]:
-    """Mean ms per bare step of the loop's model (see the module docstring)."""
+def bare_step(loop: Any) -> Any:
+    """The bare step of the loop's model on one fixed batch (see the module docstring)."""
     raw, model, opt, ctx, mcfg = loop.raw, loop.model, loop.optimizer, loop.ctx, loop.mcfg
     batch = loop.sampler.next_batch()
     x, y = batch.x, batch.y
@@ -48,6 +50,11 @@ def bare_step_ms(loop: Any, steps: int, warmup: int) -> dict[str, Any]:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return step
+
+
+def bare_step_ms(loop: Any, step: Any, steps: int, warmup: int) -> dict[str, Any]:
+    """Mean ms per bare step, between two device syncs."""
     for _ in range(warmup):
         step()
     _sync(loop.device)
@@ -59,6 +66,32 @@ def bare_step_ms(loop: Any, steps: int, warmup: int) -> dict[str, Any]:
     tps = loop.tokens_per_step / (ms / 1e3)
     return {"ms_per_step": ms, "tokens_per_s": tps, "steps": steps, "warmup": warmup,
             "mfu": loop.flops_tok * tps / loop.peak if loop.peak else None}
+
+
+def profile_ops(loop: Any, step: Any, steps: int = 3, top: int = 30) -> dict[str, Any]:
+    """torch.profiler over `steps` bare steps: the `top` ops by device time (CUDA) or CPU
+    time, per step. For the MoE dispatch's analysis; never fails the run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loop.device.type == "cuda"
+                                     else [])
+    try:
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                step()
+            _sync(loop.device)
+        rows = []
+        for e in prof.key_averages():
+            dev = getattr(e, "device_time_total", None)
+            if dev is None:
+                dev = getattr(e, "cuda_time_total", 0.0)
+            rows.append({"op": e.key, "count": e.count // steps,
+                         "device_ms": dev / 1e3 / steps, "cpu_ms": e.cpu_time_total / 1e3 / steps})
+        key = "device_ms" if loop.device.type == "cuda" else "cpu_ms"
+        rows.sort(key=lambda r: -r[key])
+        return {"steps": steps, "sorted_by": key, "top": rows[:top]}
+    except Exception as e:  # a profiler that cannot start here (CUPTI): say so, go on
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         def after(loop: Any) -> None:
             marks.append((-1, len(seen)))
             result["log_every"] = loop.log_every
-            result["bare"] = bare_step_ms(loop, spec["bare_steps"], spec["bare_warmup"])
+            step = bare_step(loop)
+            result["bare"] = bare_step_ms(loop, step, spec["bare_steps"], spec["bare_warmup"])
+            if spec.get("profile"):
+                result["profile"] = profile_ops(loop, step)
 
         t0 = time.perf_counter()
         try:

@@ -17,7 +17,8 @@ peak of train/mfu.py), loop/bare (the loop's overhead), tokens/s vs dense, and o
 synchronizing CUDA calls per step outside the reads (torch's sync debug mode, after the first
 interval). ``--baseline-tree DIR`` also times ``DIR/train/moe.py`` (another checkout, e.g.
 the main branch before a change) with the same options, as the "before" rows. ``--json``
-keeps every number (per-step times, the settings, the environment). A run that fails or does
+keeps every number (per-step times, the settings, the environment, and per run the top ops of
+a torch.profiler record of three bare steps: where the MoE dispatch spends its time). A run that fails or does
 not fit in ``--budget-s`` is a row saying so; the others still run.
 """
 
@@ -134,8 +135,8 @@ def run_one(name: str, cmd: list[str], env: dict[str, str], out: Path, log: Path
     return res
 
 
-def measure(s: Settings, experiments: list[str], baseline: Path | None,
-            work: Path) -> list[dict[str, Any]]:
+def measure(s: Settings, experiments: list[str], baseline: Path | None, work: Path,
+            profile: bool = False) -> list[dict[str, Any]]:
     from train.bench import make_synthetic_dataset
 
     data = make_synthetic_dataset(work / "data", s.tokens_per_domain, seed=0)
@@ -162,6 +163,7 @@ def measure(s: Settings, experiments: list[str], baseline: Path | None,
             spec.write_text(json.dumps({
                 "argv": loop_argv(s, exp, data, out, ours=True), "bare_steps": s.bare_steps,
                 "bare_warmup": s.bare_warmup, "count_syncs": s.device == "cuda",
+                "profile": profile,
                 "result": str(work / f"{exp}-child.json")}))
             cmd = [sys.executable, "-m", "train.bench_child", str(spec)]
             res = run_one(name, cmd, env, out, log, min(left, s.child_timeout_s))
@@ -259,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the runs' time limit in seconds: no run starts that would not end "
                         "before it, none runs past it (default: 330 with --gpu, 600 with "
                         "--cpu-smoke; give ~2x with --baseline-tree)")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the torch.profiler record of 3 bare steps per run (its top ops "
+                        "go to --json only)")
     p.add_argument("--keep", default=None,
                    help="keep the dataset, run directories and logs in this directory")
     a = p.parse_args(argv)
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="train-bench-loop-") as tmp:
         work = Path(a.keep) if a.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        results = measure(s, experiments, baseline, work)
+        results = measure(s, experiments, baseline, work, profile=not a.no_profile)
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "device": (torch.cuda.get_device_name(0) if s.device == "cuda" else platform.processor()
                       or "cpu"), "host": platform.node(), "wall_s": time.perf_counter() - t0}
