@@ -20,7 +20,6 @@ from train.model import GPT
 from train.preempt import EXIT_PREEMPTED, TEST_HOOK_ENV
 from train.syncs import SyncCounter
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
          "--lr", "3e-3", "--eval-batch-size", "8", "--eval-max-blocks", "2"]
 MOE = ["--n-experts", "4", "--moe-layers", "1"]

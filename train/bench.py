@@ -193,14 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true", help="run the loop benchmark instead "
                    "(train/bench_loop.py: the real loop vs the bare step, GPT-2 124M on CUDA)")
     p.add_argument("--cpu-smoke", action="store_true", help="the loop benchmark, tiny, on CPU")
-    cfg = BenchConfig(**vars(p.parse_args(argv)))
+    ns = vars(p.parse_args(argv))
+    cfg = BenchConfig(**{k: v for k, v in ns.items() if k not in ("gpu", "cpu_smoke")})
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
     out = Out()
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         root = Path(cfg.data) if cfg.data else make_synthetic_dataset(Path(tmp), 16 << 20,
                                                                        cfg.seed)
-        # ids checked once at open, as in training: the sampler does no per-batch check
+        # as in training: ids checked at open, and each batch's again as the sampler draws it
         ds = shards.open(root, verify="ids")
 
         rows = bench_sampler(ds, cfg)

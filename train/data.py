@@ -7,7 +7,7 @@ window is uniform over all valid start positions, so a shard is chosen in propor
 valid starts and windows never straddle two shards.
 
 Zero-copy gather: the windows are copied straight from the memmaps into one preallocated uint16
-host buffer (two, pinned, on CUDA), moved with one ``non_blocking`` copy and widened to int64 on
+host buffer (a ring of four, pinned, on CUDA), moved with one ``non_blocking`` copy and widened to int64 on
 the device. Nothing is allocated per row and no memmap is re-opened, so anonymous memory stays
 flat. :meth:`TrainSampler.prefetch` gathers and sends the next batch ahead of time: the loop
 calls it right after a forward pass is queued, so the host's gather and the copy overlap the
@@ -159,8 +159,8 @@ class Transfer:
 
     On CUDA the copy is asynchronous; a buffer is only refilled after the event recorded behind
     its previous copy has completed, so the host never overwrites bytes still in flight. With
-    RING buffers the host may run that many batches ahead of the GPU before it waits (a loop
-    that reads nothing from the GPU between log points is about one step ahead).
+    RING buffers the host may queue that many batches ahead of the GPU before it waits (the
+    loop reads nothing from the GPU between its log points, so it does run ahead).
     """
 
     RING = 4
@@ -299,6 +299,7 @@ class TrainSampler:
             batch, self._pending = self._pending[0], None
             return batch
         return self._fetch()
+
     def __iter__(self) -> Iterator[Batch]:
         while True:
             yield self.next_batch()
