@@ -58,7 +58,7 @@ class Settings:
     child_timeout_s: float
 
 
-GPU = Settings(device="cuda", preset="gpt2", batch_size=16, block_size=None, compile=True,
+GPU = Settings(device="cuda", preset="gpt2", batch_size=16, block_size=1024, compile=True,
                log_every=10, steps=30, tokens_per_domain=4 << 20, bare_steps=20, bare_warmup=5,
                budget_s=330, child_timeout_s=200)
 CPU_SMOKE = Settings(device="cpu", preset="tiny", batch_size=2, block_size=32, compile=False,
