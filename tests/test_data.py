@@ -11,14 +11,8 @@ import torch
 
 import shards
 from shards.writer import DocEntry, SplitWriter, manifest_for, write_manifest
-from train.data import (
-    DataError,
-    EvalSet,
-    TrainSampler,
-    eval_windows,
-    parse_domain_weights,
-    widen_int16,
-)
+from train.data import DataError, TrainSampler, parse_domain_weights, widen_int16
+from train.eval_data import EvalSet, eval_windows
 
 
 def build_dataset(root: Path, streams: dict[str, dict[str, np.ndarray]], *, block_size: int,
@@ -140,6 +134,27 @@ def test_state_round_trip_continues_sequence(ds3):
         assert torch.equal(got.x, want.x) and torch.equal(got.domain, want.domain)
     with pytest.raises(DataError, match="batch_size=8, this run has 4"):
         TrainSampler(ds3, block_size=16, batch_size=4).load_state_dict(sd)
+
+
+def test_prefetched_batch_is_not_consumed_until_returned(ds3):
+    plain = TrainSampler(ds3, block_size=16, batch_size=8, seed=7)
+    want = [plain.next_batch() for _ in range(4)]
+    a = TrainSampler(ds3, block_size=16, batch_size=8, seed=7)
+    a.next_batch()
+    a.prefetch()
+    a.prefetch()  # one batch ahead at most: a second call keeps the waiting one
+    sd = a.state_dict()  # the stream after batch 1: the prefetched batch 2 is not consumed
+    assert sd["batches"] == 1 and a.batches == 2
+    got = [a.next_batch(), a.next_batch()]
+    b = TrainSampler(ds3, block_size=16, batch_size=8, seed=0)
+    b.load_state_dict(torch.load(_save(sd), weights_only=True))
+    again = [b.next_batch() for _ in range(3)]
+    for g, w in zip([want[0], *got, *again], [want[0], want[1], want[2], *want[1:]],
+                    strict=True):
+        assert torch.equal(g.x, w.x) and torch.equal(g.y, w.y) and torch.equal(g.domain, w.domain)
+    b.prefetch()
+    b.load_state_dict(sd)  # a load drops the waiting batch
+    assert torch.equal(b.next_batch().x, want[1].x)
 
 
 def _save(obj) -> io.BytesIO:

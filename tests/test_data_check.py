@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ from shards_fixture import TINY_RUN, domain_docs, make_dataset
 
 import shards
 from shards.check import STAMP_NAME
-from train import moe
+from train import moe, start
 from train.data import DataError, TrainSampler
 
 SMALL = TINY_RUN
@@ -112,6 +115,36 @@ def test_skip_verify_still_never_gives_an_index_error(data, tmp_path, capsys):
     assert records(tmp_path / "run", "train")  # it did train before the eval
 
 
+@pytest.mark.parametrize("bad_id", [50300, 65535])
+def test_ids_damaged_after_the_full_check_never_train(data, tmp_path, capsys, monkeypatch,
+                                                      bad_id):
+    # The files change after the check before step 0 passed (a restore, a bad copy with
+    # mtimes kept): every batch's ids are still checked, in every mode, before it trains.
+    # 50300 is inside the model's padded vocabulary (it would train silently), 65535 outside
+    # (an IndexError in the embedding).
+    real_open = start.open_data
+    shards_ = sorted((data / "math/train").glob("shard_*.bin"))
+
+    def open_then_damage(cfg, d):
+        ds = real_open(cfg, d)
+        assert ds.verification.level == "full"
+        for shard in shards_:
+            set_tokens(shard, slice(None), bad_id)
+        return ds
+
+    monkeypatch.setattr(start, "open_data", open_then_damage)
+    out = tmp_path / "run"
+    assert train(data, out, "--domain-weights", "code=0,math=1,prose=0") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "IndexError" not in err, err
+    assert any(err.startswith(f"error: {p}: token id {bad_id} at token offset ")
+               for p in shards_), err
+    assert "is >= the vocabulary size 50257 of the dataset's tokenizer: the shard is damaged " \
+           "(changed since the data was checked, or never checked: --skip-verify); nothing was " \
+           "trained on this batch" in err
+    assert not records(out, "train") and not (out / "ckpt.pt").exists()
+
+
 def test_sampler_checks_ids_when_the_open_did_not(data):
     set_tokens(data / "code/train/shard_00000.bin", slice(None), 50260)
     with pytest.raises(DataError, match=r"code/train/shard_00000.bin: token id 50260 at token "
@@ -138,3 +171,43 @@ def test_the_stamp_skips_unchanged_files_between_runs(data, tmp_path, capsys):
     assert (third["files_read"], third["files_skipped"]) == (1, n - 1)
     assert third["bytes_read"] == st.st_size
     assert f"1 read ({st.st_size / 1e6:,.2f} MB" in capsys.readouterr().out
+
+
+WRAPPER = """
+import os, sys
+import shards
+from shards.format import FormatError
+from train import moe
+
+real_open = shards.open
+
+
+def fail_on_rank_1(path, *a, **k):
+    if os.environ["RANK"] == "1":
+        raise FormatError(f"{path}/manifest.json: simulated: this node cannot read it")
+    return real_open(path, *a, **k)
+
+
+shards.open = fail_on_rank_1
+sys.exit(moe.main(sys.argv[1:]))
+"""
+
+
+def test_a_rank_that_cannot_open_the_data_stops_every_rank(clean, tmp_path):
+    # rank 0 checks the data (fine); rank 1's own sizes-only open fails: every rank must stop
+    # with rank 1's message, rank 0 must not wait for it in a collective
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(script), "--data", str(clean), "--out", str(out), *SMALL, "--max-steps", "2",
+           "--device", "cpu"]
+    p = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert f"error: --data {clean}: refused before step 0: rank 1 (host {socket.gethostname()})" \
+           f": cannot open it: {clean}/manifest.json: simulated: this node cannot read it" \
+        in p.stderr, p.stderr[-3000:]
+    assert "exitcode  : 2" in p.stderr  # rank 0's own exit, not a kill after a timeout
+    assert "/train/" not in p.stderr and not out.exists()  # no worker traceback (torchrun
+    # prints its own report of the failed workers)

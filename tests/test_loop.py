@@ -19,7 +19,7 @@ from shards.format import Manifest
 from train import moe, report
 from train.checkpoint import load_checkpoint
 from train.config import EXPERIMENTS, TrainConfig, TrainError, build_parser, parse_args
-from train.data import EvalSet
+from train.eval_data import EvalSet
 from train.evaluation import Evaluation, evaluate
 from train.loop import EXIT_NONFINITE
 from train.mfu import peak_flops

@@ -16,8 +16,8 @@ from shards_fixture import domain_docs, make_dataset
 
 from shards.tokenizer import load_gpt2
 from train import moe, report
-from train import specialization as sp
-from train.format_test import (
+from train.report import specialization as sp
+from train.report.format_test import (
     TRANSFORMS,
     FormatTransform,
     decide,
@@ -25,7 +25,7 @@ from train.format_test import (
     run_format_test,
     transforms_for,
 )
-from train.token_types import bpe_token_types, char_types, type_names
+from train.report.token_types import bpe_token_types, char_types, type_names
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,7 @@ def test_cli_dense_run_and_errors(runs, tmp_path, capsys):
 def test_missing_matplotlib_is_a_clear_error(monkeypatch):
     import sys
 
-    from train import plots
+    from train.report import plots
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(plots.PlotError, match=r"moe-shards\[report\].*--no-plots"):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import shards
 from train import moe, report
 from train.checkpoint import KILL_HOOK_ENV, load_checkpoint
 from train.config import RUN_KEYS, TrainConfig
+from train.lock import LOCK_NAME
 from train.preempt import EXIT_PREEMPTED, TEST_HOOK_ENV
 from train.schedule import lr_at
 
@@ -58,16 +61,27 @@ def subprocess_train(data: Path, out: Path, *extra: str,
 # --------------------------------------------------------------------------- fresh runs
 
 
-@pytest.mark.parametrize("leftover", ["metrics.jsonl", "ckpt.pt", "ckpt_000004.pt"])
+FRESH_REFUSALS = {
+    "ckpt.pt": "holds an earlier run (ckpt.pt); pass --resume to continue it or --overwrite",
+    # no checkpoint: nothing to resume, so never "pass --resume"
+    "metrics.jsonl": "holds an earlier run that wrote no checkpoint (metrics.jsonl): there is "
+                     "nothing to resume; pass --overwrite to delete it",
+    "ckpt_000004.pt": "holds an earlier run (ckpt_000004.pt) without ckpt.pt: pass --overwrite "
+                      "to delete it and start over, copy one of ckpt_000004.pt to ckpt.pt and "
+                      "pass --resume to continue from it",
+}
+
+
+@pytest.mark.parametrize("leftover", list(FRESH_REFUSALS))
 def test_fresh_run_into_a_used_directory_is_refused(data, tmp_path, capsys, leftover):
     out = tmp_path / "run"
     out.mkdir()
     (out / leftover).write_text("an earlier run\n")
     assert train(data, out, "--max-steps", "2") == 2
     err = capsys.readouterr().err
-    assert f"{out} holds an earlier run ({leftover}); pass --resume to continue it or " \
-           "--overwrite" in err
+    assert err.startswith(f"error: {out} {FRESH_REFUSALS[leftover]}") and err.count("\n") == 1
     assert (out / leftover).read_text() == "an earlier run\n"  # untouched
+    assert sorted(p.name for p in out.iterdir()) == [leftover]  # no lock taken, nothing added
 
 
 def test_overwrite_starts_over_without_duplicate_records(data, tmp_path):
@@ -105,6 +119,78 @@ def test_stale_temporary_checkpoint_of_a_killed_run_is_removed(data, tmp_path):
                                   f"{stale.name}")
     assert [r["step"] for r in records(out, "train")] == [1, 2, 3, 4]  # 3-4 of the killed run
     # were dropped with the resume, then done again
+
+
+def test_killed_in_its_first_checkpoint_write_the_advice_leads_one_way(data, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "run"
+    common = ["--max-steps", "4", "--eval-every", "2"]
+    rc, _, err, pid = subprocess_train(data, out, *common, env={KILL_HOOK_ENV: "2"})
+    assert rc == -9, err[-2000:]  # SIGKILLed while writing the first checkpoint (step 2)
+    stale = out / f".ckpt.pt.tmp-{pid}"
+    assert stale.stat().st_size > 0 and not (out / "ckpt.pt").exists()
+    # a plain start: nothing to resume, so it points to --overwrite (never to --resume), and
+    # the killed writer's temporary file goes at once
+    assert train(data, out, *common) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {out} holds an earlier run that wrote no checkpoint (metrics.jsonl): "
+                   "there is nothing to resume; pass --overwrite to delete it and start over, or "
+                   "choose another --out (removed 1 temporary file(s) a killed run left: "
+                   f"{stale.name})\n")
+    assert not stale.exists()
+    # --resume points to --overwrite too (it used to say: drop --resume)
+    assert train(data, out, *common, "--resume") == 2
+    assert capsys.readouterr().err == (
+        f"error: --resume: {out / 'ckpt.pt'} does not exist: the earlier run in {out} stopped "
+        "before it wrote one (metrics.jsonl), so there is nothing to resume; start over with "
+        "--overwrite instead of --resume, or choose another --out\n")
+    assert train(data, out, *common, "--overwrite") == 0  # the advice, followed, works
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3, 4]
+
+
+def _lock_holder(out: Path, proc: subprocess.Popen, timeout: float = 240.0) -> dict:
+    """Wait until `proc` holds OUT's lock (it writes its PID into the file once it does)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            holder = json.loads((out / LOCK_NAME).read_text())
+            if holder["pid"] == proc.pid:
+                return holder
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{proc.pid} never took the lock on {out}")
+
+
+@pytest.mark.parametrize("mode", ["--overwrite", "--resume"])
+def test_two_runs_into_one_out_the_second_is_refused_naming_the_first(data, tmp_path, mode):
+    out = tmp_path / "run"
+    common = ["--max-steps", "4", "--eval-every", "2"]
+    assert train(data, out, *common, "--stop-after", "2") == 0
+    first = subprocess.Popen([sys.executable, str(REPO / "train" / "moe.py"),
+                              *args(data, out, *common, mode)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        holder = _lock_holder(out, first)
+        os.kill(first.pid, signal.SIGSTOP)  # hold it there, lock taken, while the second starts
+        try:
+            rc, _, err, _ = subprocess_train(data, out, *common, mode, env={})
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        assert rc == 2, err[-2000:]
+        assert err.startswith(f"error: another training run is writing to {out} (PID "
+                              f"{first.pid} on host {holder['host']}, started "), err
+        assert err.endswith("); wait for it to finish, or choose another --out\n")
+        assert first.wait(timeout=300) == 0, first.communicate()
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
+    # the second touched nothing: every step once, one summary
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3, 4]
+    assert len(records(out, "summary")) == 1
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 4
 
 
 # --------------------------------------------------------------------------- resume options
@@ -145,7 +231,8 @@ def test_allow_change_names_only_options_that_alter_the_run(data, tmp_path, caps
     # what may differ on resume without --allow-change (README lists the same)
     assert {f.name for f in fields(TrainConfig)} - set(RUN_KEYS) == {
         "data", "out", "stop_after", "keep_ckpt_every", "eval_batch_size", "resume",
-        "allow_change", "overwrite", "skip_verify", "compile", "device", "init_from"}
+        "allow_change", "overwrite", "skip_verify", "compile", "device", "init_from", "log_every",
+        "moe_impl"}
     assert train(data, tmp_path / "r", "--allow-change", "lr") == 2
     assert "--allow-change applies to --resume only" in capsys.readouterr().err
 
@@ -225,16 +312,19 @@ def test_sigterm_mid_run_then_resume_gives_the_same_losses(data, tmp_path):
 
 
 def test_sigterm_on_one_ddp_rank_stops_every_rank_at_the_same_step(data, tmp_path):
+    # the flag travels with the next read of the step numbers: --log-every 3, SIGTERM on rank 1
+    # during step 2, every rank stops after step 3
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", str(REPO / "train" / "moe.py"), *args(data, out, "--max-steps", "6",
-                                                       "--eval-every", "6", "--device", "cpu")]
+                                                       "--eval-every", "6", "--device", "cpu",
+                                                       "--log-every", "3")]
     p = subprocess.run(cmd, env={**os.environ, TEST_HOOK_ENV: "2:1"}, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode != 0, p.stdout[-2000:]  # torchrun reports the workers' exit 143
-    assert "SIGTERM received: checkpoint of step 2" in p.stdout, p.stdout[-2000:] + p.stderr
+    assert "SIGTERM received: checkpoint of step 3" in p.stdout, p.stdout[-2000:] + p.stderr
     ck = load_checkpoint(out / "ckpt.pt")
-    assert ck["step"] == 2
-    assert [r["batches"] for r in ck["sampler"]["ranks"]] == [2, 2]  # both ranks stopped at 2
-    assert [r["step"] for r in records(out, "train")] == [1, 2]
-    assert records(out, "summary")[0]["stop_reason"] == "SIGTERM: stopped after step 2"
+    assert ck["step"] == 3
+    assert [r["batches"] for r in ck["sampler"]["ranks"]] == [3, 3]  # both ranks stopped at 3
+    assert [r["step"] for r in records(out, "train")] == [1, 2, 3]
+    assert records(out, "summary")[0]["stop_reason"] == "SIGTERM: stopped after step 3"

@@ -6,12 +6,16 @@
 2. The MoE layer benchmark of ``train.bench_layer.run_layer_bench``.
 3. Training tokens/s of a preset (default tiny), dense and MoE.
 
+``--gpu`` / ``--cpu-smoke``: the training loop against the bare step instead
+(train/bench_loop.py; ``python -m train.bench --gpu --help``).
+
 Ratios are against the baseline measured in the same run; nothing is compared to stored times.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -167,6 +171,11 @@ def _train_step(model: Any, opt: Any, sampler: TrainSampler, ctx: Any, mcfg: Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--gpu" in args or "--cpu-smoke" in args:
+        from train.bench_loop import main as loop_bench
+
+        return loop_bench(args)
     p = argparse.ArgumentParser(
         prog="python -m train.bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -181,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda for parts 2 and 3")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     p.add_argument("--skip-layer", action="store_true", help="skip part 2 (the MoE layer)")
-    cfg = BenchConfig(**vars(p.parse_args(argv)))
+    p.add_argument("--gpu", action="store_true", help="run the loop benchmark instead "
+                   "(train/bench_loop.py: the real loop vs the bare step, GPT-2 124M on CUDA)")
+    p.add_argument("--cpu-smoke", action="store_true", help="the loop benchmark, tiny, on CPU")
+    ns = vars(p.parse_args(argv))
+    cfg = BenchConfig(**{k: v for k, v in ns.items() if k not in ("gpu", "cpu_smoke")})
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
     out = Out()
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         root = Path(cfg.data) if cfg.data else make_synthetic_dataset(Path(tmp), 16 << 20,
                                                                        cfg.seed)
-        # ids checked once at open, as in training: the sampler does no per-batch check
+        # as in training: ids checked at open, and each batch's again as the sampler draws it
         ds = shards.open(root, verify="ids")
 
         rows = bench_sampler(ds, cfg)

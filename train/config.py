@@ -88,6 +88,21 @@ class TrainConfig:
                                  "every token id and sha256 is checked before step 0 "
                                  "(files unchanged since the last check are skipped)")
     compile: bool = opt(False, resume_safe=True, help="torch.compile the model for training")
+    log_every: int | None = opt(
+        None, resume_safe=True,
+        help="read the steps' losses, gradient norms and the SIGTERM flag from the device once "
+             "every N optimizer steps (and at every eval, checkpoint and the last step) instead "
+             "of after every step, so the host never waits for the GPU in between; every step "
+             "still gets its train record in metrics.jsonl, written at the read with the same "
+             "values (tokens/s, dt_s and MFU: the interval's means); a SIGTERM or a non-finite "
+             "loss is acted on at the next read. Default: 10 on CUDA, 1 on CPU (no asynchronous "
+             "device there: a read costs nothing)")
+    moe_impl: str = opt(
+        "auto", choices=("auto", "grouped_mm", "bmm"), resume_safe=True,
+        help="MoE expert dispatch (train/moe_layer.py): grouped_mm (torch._grouped_mm, no host "
+             "sync; auto picks it on CUDA with compute capability >= 9.0) or bmm (padded batched "
+             "matmul; reads each layer's largest expert count on the host); the model is the "
+             "same")
     device: str = opt("auto", resume_safe=True,
                       help="auto (cuda if available, else cpu), cpu, cuda or cuda:N; under "
                            "torchrun each process takes cuda:LOCAL_RANK")
@@ -126,6 +141,8 @@ class TrainConfig:
                 o[key] = v
         if self.moe_layers is not None:
             o["moe_layers"] = tuple(self.moe_layers)
+        if self.moe_impl != "auto":
+            o["moe_impl"] = self.moe_impl
         return o
 
 
@@ -156,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("max_steps", "batch_size", "grad_accum", "eval_every"):
         if getattr(cfg, name) < 1:
             raise TrainError(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.log_every is not None and cfg.log_every < 1:
+        raise TrainError("--log-every must be >= 1")
     if cfg.warmup < 0:
         raise TrainError("--warmup must be >= 0")
     if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.max_steps:

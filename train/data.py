@@ -7,20 +7,28 @@ window is uniform over all valid start positions, so a shard is chosen in propor
 valid starts and windows never straddle two shards.
 
 Zero-copy gather: the windows are copied straight from the memmaps into one preallocated uint16
-host buffer (pinned on CUDA), moved with one ``non_blocking`` copy and widened to int64 on the
-device. Nothing is allocated per row and no memmap is re-opened, so anonymous memory stays flat.
+host buffer (a ring of four, pinned, on CUDA), moved with one ``non_blocking`` copy and widened to int64 on
+the device. Nothing is allocated per row and no memmap is re-opened, so anonymous memory stays
+flat. :meth:`TrainSampler.prefetch` gathers and sends the next batch ahead of time: the loop
+calls it right after a forward pass is queued, so the host's gather and the copy overlap the
+GPU's compute (as nanoGPT fetches its next batch after the forward); a prefetched batch is not
+yet consumed, so :meth:`TrainSampler.state_dict` still describes the stream before it.
 
 Each DDP rank draws from its own ``numpy.random.Generator`` seeded from ``(seed, rank)``; its
 state (:meth:`TrainSampler.state_dict`) goes into the checkpoint, so a resumed run continues the
 same sequence of batches.
 
-Evaluation: every block of each domain's eval split, in order (windows of ``block_size + 1`` at
-stride ``block_size`` inside each shard), dealt round-robin to the DDP ranks.
+The eval blocks are in train/eval_data.py (same buffers, same id check).
 
-Token ids: a dataset opened with ``verify="ids"`` or ``"full"`` had every id checked before
-step 0. One opened with sizes only (``--skip-verify``) gets a check of every batch instead (the
-max of a few thousand uint16s): an id outside the tokenizer's vocabulary stops the run with an
-error naming the shard and the token offset, never an IndexError in the embedding.
+Token ids: every batch, train and eval, is checked on the host before it is sent (the max of a
+few thousand uint16s in the buffer just filled: microseconds, no device sync), whatever the
+open checked: a shard changed after the check before step 0 (or never checked, with
+``--skip-verify``) stops the run at the first window that holds an id outside the tokenizer's
+vocabulary, with an error naming the shard and the token offset, before that batch trains and
+never as an IndexError in the embedding. By default the check raises DataError at once; with
+``flag_damage`` (the training loop, whose DDP ranks must stop together) the ids are clamped into
+the vocabulary, the batch carries the error (``Batch.damage``, ``EvalSet.damage``) and the loop
+keeps it out of training and stops every rank at its next read (train/loop.py).
 """
 
 from __future__ import annotations
@@ -43,7 +51,9 @@ class DataError(ValueError):
 class Batch:
     x: torch.Tensor  # (B, T) int64 inputs, on the device
     y: torch.Tensor  # (B, T) int64 targets (x shifted by one), on the device
-    domain: torch.Tensor  # (B,) int64 domain index of every row (into the sampler's `domains`)
+    domain: torch.Tensor  # (B,) int64 domain index of every row (into the sampler's `domains`),
+    # on the host (the loop does not need it on the device)
+    damage: str | None = None  # with flag_damage: why the batch must not train (ids clamped)
 
 
 # --------------------------------------------------------------------------- options
@@ -93,30 +103,46 @@ def parse_domain_weights(spec: str | None, domains: Sequence[str]) -> dict[str, 
 # --------------------------------------------------------------------------- token ids
 
 
-class _VocabGuard:
-    """Checks each batch's ids against the vocabulary when the open did not (see above)."""
+class VocabGuard:
+    """Checks each batch's ids against the vocabulary (see the module docstring).
 
-    def __init__(self, ds: Any, split: str, domains: Sequence[str], enabled: bool | None) -> None:
-        check = getattr(ds, "verification", None)
-        if enabled is None:
-            enabled = check is None or check.level == "sizes"
+    ``flag=False``: a damaged window raises DataError. ``flag=True`` (the training loop, whose
+    DDP ranks must all stop together): its ids are clamped into the vocabulary so the batch can
+    run harmlessly, and :meth:`check` returns the error message; the caller keeps the batch out
+    of training and stops every rank at its next read."""
+
+    def __init__(self, ds: Any, split: str, domains: Sequence[str], enabled: bool = True,
+                 flag: bool = False) -> None:
         self.vocab: int | None = getattr(ds, "vocab_size", None) if enabled else None
+        self.flag = flag
         self.root = getattr(ds, "root", None)
         self.paths = ([[ds.root / s.path for s in ds.split(d, split).record.shards]
                        for d in domains] if self.vocab is not None else [])
 
-    def check(self, buf: np.ndarray, rows: Sequence[tuple[int, int, int]]) -> None:
+    def over(self, buf: np.ndarray, n: int) -> bool:
+        """Whether the first `n` rows of `buf` hold an id outside the vocabulary."""
+        return self.vocab is not None and int(buf[:n].max(initial=0)) >= self.vocab
+
+    def check(self, buf: np.ndarray, rows: Sequence[tuple[int, int, int]]) -> str | None:
         """`buf[i]` holds the window of `rows[i]` = (domain, shard, start)."""
-        if self.vocab is None or int(buf[:len(rows)].max(initial=0)) < self.vocab:
-            return
-        for i, (d, s, a) in enumerate(rows):
+        if not self.over(buf, len(rows)):
+            return None
+        assert self.vocab is not None
+        for i in range(len(rows)):
             bad = np.flatnonzero(buf[i] >= self.vocab)
             if len(bad):
-                raise DataError(
-                    f"{self.paths[d][s]}: token id {int(buf[i][bad[0]])} at token offset "
-                    f"{a + int(bad[0])} is >= the vocabulary size {self.vocab} of the dataset's "
-                    f"tokenizer: the shard is damaged (the data was opened without checking "
-                    f"token ids); run `python -m shards verify {self.root}`")
+                break
+        off = int(bad[0])
+        d, s, a = rows[i]
+        msg = (f"{self.paths[d][s]}: token id {int(buf[i][off])} at token offset {a + off} is "
+               f">= the vocabulary size {self.vocab} of the dataset's tokenizer: the shard is "
+               f"damaged (changed since the data was checked, or never checked: "
+               f"--skip-verify); nothing was trained on this batch; run "
+               f"`python -m shards verify {self.root}`")
+        if not self.flag:
+            raise DataError(msg)
+        np.minimum(buf, self.vocab - 1, out=buf)
+        return msg
 
 
 # --------------------------------------------------------------------------- host -> device
@@ -127,17 +153,22 @@ def widen_int16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.int64).bitwise_and_(0xFFFF)
 
 
-class _Transfer:
-    """A preallocated uint16 host buffer (two, pinned, on CUDA) and its move to the device.
+class Transfer:
+    """A preallocated uint16 host buffer (a ring of RING, pinned, on CUDA) and its move to the
+    device.
 
     On CUDA the copy is asynchronous; a buffer is only refilled after the event recorded behind
-    its previous copy has completed, so the host never overwrites bytes still in flight.
+    its previous copy has completed, so the host never overwrites bytes still in flight. With
+    RING buffers the host may queue that many batches ahead of the GPU before it waits (the
+    loop reads nothing from the GPU between its log points, so it does run ahead).
     """
+
+    RING = 4
 
     def __init__(self, rows: int, cols: int, device: torch.device) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
-        n = 2 if self.cuda else 1
+        n = self.RING if self.cuda else 1
         self.host = [torch.empty((rows, cols), dtype=torch.uint16, pin_memory=self.cuda)
                      for _ in range(n)]
         self.views = [h.numpy() for h in self.host]
@@ -147,7 +178,7 @@ class _Transfer:
     def buffer(self) -> np.ndarray:
         """The host buffer to fill next (waits for its previous copy on CUDA)."""
         ev = self.events[self.turn]
-        if ev is not None:
+        if ev is not None and not ev.query():
             ev.synchronize()
         return self.views[self.turn]
 
@@ -188,7 +219,8 @@ class TrainSampler:
 
     def __init__(self, ds: Any, *, block_size: int, batch_size: int,
                  weights: dict[str, float] | None = None, seed: int = 0, rank: int = 0,
-                 device: torch.device | str = "cpu", check_ids: bool | None = None) -> None:
+                 device: torch.device | str = "cpu", check_ids: bool = True,
+                 flag_damage: bool = False) -> None:
         if block_size < 1 or batch_size < 1:
             raise DataError("block_size and batch_size must be >= 1")
         self.domains: list[str] = list(ds.domains)
@@ -219,8 +251,10 @@ class TrainSampler:
             self._cum.append(np.concatenate([[0], np.cumsum(valid)]).astype(np.int64))
         self.rng = np.random.default_rng([seed, rank])
         self.batches = 0
-        self._xfer = _Transfer(batch_size, L, torch.device(device))
-        self._guard = _VocabGuard(ds, "train", self.domains, check_ids)
+        self._xfer = Transfer(batch_size, L, torch.device(device))
+        self._guard = VocabGuard(ds, "train", self.domains, check_ids, flag_damage)
+        # a batch drawn and sent ahead by prefetch(): (batch, rng state and count before it)
+        self._pending: tuple[Batch, dict[str, Any], int] | None = None
 
     def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The next batch's (domain, shard, start) per row, advancing the random stream."""
@@ -240,7 +274,7 @@ class TrainSampler:
         self.batches += 1
         return dom.astype(np.int64), shard, start
 
-    def next_batch(self) -> Batch:
+    def _fetch(self) -> Batch:
         dom, shard, start = self.draw()
         L = self.block_size + 1
         buf = self._xfer.buffer()
@@ -248,10 +282,23 @@ class TrainSampler:
         rows = list(zip(dom.tolist(), shard.tolist(), start.tolist(), strict=True))
         for i, (d, s, a) in enumerate(rows):
             buf[i] = shards[d][s][a:a + L]
-        self._guard.check(buf, rows)
+        damage = self._guard.check(buf, rows)
         x, y = self._xfer.send_xy()
-        domain = torch.from_numpy(dom).to(self._xfer.device, non_blocking=True)
-        return Batch(x=x, y=y, domain=domain)
+        return Batch(x=x, y=y, domain=torch.from_numpy(dom), damage=damage)
+
+    def prefetch(self) -> None:
+        """Draw, gather and send the next batch now (a no-op when one is already waiting);
+        :meth:`next_batch` returns it."""
+        if self._pending is None:
+            before = (self.rng.bit_generator.state, self.batches)
+            self._pending = (self._fetch(), *before)
+
+    def next_batch(self) -> Batch:
+        """The next batch of the stream (the prefetched one, if any)."""
+        if self._pending is not None:
+            batch, self._pending = self._pending[0], None
+            return batch
+        return self._fetch()
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
@@ -259,15 +306,18 @@ class TrainSampler:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Plain types only (loadable with torch.load(weights_only=True)); 128-bit ints as str."""
-        st = self.rng.bit_generator.state
+        """Plain types only (loadable with torch.load(weights_only=True)); 128-bit ints as str.
+        The position after the last batch :meth:`next_batch` returned (a prefetched batch is
+        drawn again after a resume)."""
+        st, batches = ((self._pending[1], self._pending[2]) if self._pending is not None
+                       else (self.rng.bit_generator.state, self.batches))
         return {
             "version": SAMPLER_STATE_VERSION,
             "bit_generator": st["bit_generator"],
             "state": {k: str(v) for k, v in st["state"].items()},
             "has_uint32": int(st["has_uint32"]),
             "uinteger": int(st["uinteger"]),
-            "batches": self.batches,
+            "batches": batches,
             "seed": self.seed,
             "rank": self.rank,
             "domains": list(self.domains),
@@ -293,6 +343,7 @@ class TrainSampler:
         name = self.rng.bit_generator.state["bit_generator"]
         if sd["bit_generator"] != name:
             raise DataError(f"sampler state is for {sd['bit_generator']}, this run uses {name}")
+        self._pending = None
         self.rng.bit_generator.state = {
             "bit_generator": name,
             "state": {k: int(v) for k, v in sd["state"].items()},
@@ -300,75 +351,3 @@ class TrainSampler:
             "uinteger": sd["uinteger"],
         }
         self.batches = int(sd["batches"])
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def eval_windows(shard_lengths: Sequence[int], block_size: int) -> np.ndarray:
-    """Every eval window of a split as rows (shard, start): stride `block_size`, length
-    ``block_size + 1``, inside one shard, in stream order."""
-    out = []
-    for s, n in enumerate(shard_lengths):
-        k = max(0, (int(n) - 1) // block_size)
-        if k:
-            starts = np.arange(k, dtype=np.int64) * block_size
-            out.append(np.stack([np.full(k, s, dtype=np.int64), starts], axis=1))
-    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
-
-
-class EvalSet:
-    """The eval blocks of every domain, dealt round-robin to the DDP ranks.
-
-    `max_blocks` (optional) caps each domain at that many blocks, evenly spaced over the split
-    (the same ones in every run); None uses every block. Every rank runs the same number of
-    batches per domain (MoE layers all-reduce inside forward), so a rank whose share runs out
-    first gets padding batches of one row that it must not count (``n_valid == 0``).
-    """
-
-    def __init__(self, ds: Any, *, block_size: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1, max_blocks: int | None = None,
-                 device: torch.device | str = "cpu", check_ids: bool | None = None) -> None:
-        if max_blocks is not None and max_blocks < 1:
-            raise DataError(f"--eval-max-blocks must be >= 1, got {max_blocks}")
-        self.domains: list[str] = list(ds.domains)
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self._shards: list[list[np.ndarray]] = []
-        self.windows: list[np.ndarray] = []  # per domain: this rank's (shard, start) rows
-        self.total_blocks: list[int] = []  # per domain, over all ranks
-        self.num_batches: list[int] = []  # per domain, the same on every rank
-        self._pad: list[np.ndarray] = []  # per domain: a window for padding batches
-        for d in self.domains:
-            shards = list(ds.split(d, "eval").shards)
-            w = eval_windows([len(m) for m in shards], block_size)
-            if max_blocks is not None and len(w) > max_blocks:
-                w = w[np.linspace(0, len(w) - 1, max_blocks).round().astype(np.int64)]
-            self._shards.append([m.view(np.ndarray) for m in shards])
-            self.total_blocks.append(len(w))
-            per_rank = -(-len(w) // world_size)
-            self.num_batches.append(-(-per_rank // batch_size))
-            self.windows.append(w[rank::world_size])
-            self._pad.append(w[:1])
-        self._xfer = _Transfer(batch_size, block_size + 1, torch.device(device))
-        self._guard = _VocabGuard(ds, "eval", self.domains, check_ids)
-
-    def batches(self, domain: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        """This rank's (x, y, n_valid) batches of one domain, in order; n_valid == 0 marks a
-        padding batch whose result must be ignored."""
-        w = self.windows[domain]
-        shards = self._shards[domain]
-        L = self.block_size + 1
-        bs = self.batch_size
-        for b in range(self.num_batches[domain]):
-            rows = w[b * bs:(b + 1) * bs]
-            n_valid = len(rows)
-            if n_valid == 0:
-                rows = self._pad[domain]
-            buf = self._xfer.buffer()
-            for i, (s, start) in enumerate(rows):
-                buf[i] = shards[s][start:start + L]
-            if self._guard.vocab is not None:
-                self._guard.check(buf, [(domain, int(s), int(a)) for s, a in rows])
-            xy = self._xfer.send(len(rows))
-            yield xy[:, :-1].contiguous(), xy[:, 1:].contiguous(), n_valid

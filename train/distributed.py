@@ -7,6 +7,7 @@ Under torchrun (RANK and WORLD_SIZE set) each process joins the process group: N
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,16 @@ def gather(obj: Any, d: Dist) -> list[Any]:
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def agree(error: str | None, d: Dist) -> str | None:
+    """Every rank's verdict on a step all of them take (None: it went well): the first failure,
+    with its rank and host, on every rank (None when all went well). A rank that fails alone
+    would otherwise exit while the others wait for it in their next collective."""
+    if d.world == 1:
+        return error
+    mine = None if error is None else f"rank {d.rank} (host {socket.gethostname()}): {error}"
+    return next((e for e in gather(mine, d) if e is not None), None)
 
 
 def from_master(obj: Any, d: Dist) -> Any:

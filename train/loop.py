@@ -1,16 +1,31 @@
-"""The training loop: check the data and the run directory, then train, evaluate, checkpoint.
-
-Before step 0: the run directory is checked (train/run_dir.py), a resumed checkpoint is
-verified (checksum, options, model, data; train/checkpoint.py), and the data is opened with
-``verify="full"`` (every token id and sha256; files unchanged since the last check are skipped
-by the stamp) unless ``--skip-verify``; the check's result is printed and logged.
+"""The training loop: the optimizer steps of one process, with evals, checkpoints and stops.
 
 One optimizer step: reset the MoE load counts, anneal the router noise, run `--grad-accum`
-micro-batches (DDP gradient sync on the last only), clip gradients, AdamW step on the cosine
-schedule. Every step logs the LM and auxiliary losses, lr, tokens/s and (on CUDA) MFU; every
-`--eval-every` steps the eval split of every domain is scored (train/evaluation.py) and a
-checkpoint is written. A SIGTERM ends the run after the current step with a checkpoint
-(train/preempt.py). Only rank 0 logs and writes.
+micro-batches (DDP gradient sync on the last only; the next batch is gathered and sent right
+after each forward is queued, so its host work and copy overlap the GPU's compute), clip
+gradients, AdamW step on the cosine schedule. Every `--eval-every` steps the eval split of every
+domain is scored (train/evaluation.py) and a checkpoint is written. Only rank 0 logs and writes.
+
+Host syncs: a step reads nothing from the device. Its LM and auxiliary losses and gradient norm
+stay in a device buffer (train/step_stats.py) that is read, with the SIGTERM flag, once per
+`--log-every` steps (default 10 on CUDA, 1 on CPU) and at every step that evaluates,
+checkpoints or ends the run; in a one-process run a SIGTERM also reads at once. At a read every
+step since the previous one gets its train record (lm/lb/z losses, lr, router noise, grad norm:
+the values a read after every step gives; tokens/s, dt_s and MFU: the interval's means), and
+the terminal shows the last of them.
+
+Stops, acted on at the read that sees them:
+- a non-finite loss: the records stop before the first non-finite step, a warning names it,
+  and the run ends with EXIT_NONFINITE; the summary's step is the last good one. The steps
+  after it that ran before the read are discarded: no checkpoint is ever written after a
+  non-finite step (a checkpoint is written only at a read that found none), so the last
+  checkpoint is a good one and ``--resume`` continues from it as before.
+- a damaged batch (ids outside the vocabulary, train/data.py): it ran with clamped ids and a
+  zero loss (so it trained nothing, and DDP's collectives still match); the records stop before
+  its step, a warning and the error name the shard and offset on every rank, exit 2.
+- a SIGTERM (train/preempt.py): a checkpoint of the step just read, then EXIT_PREEMPTED;
+  ``--resume`` continues from it exactly (with --log-every N, up to N - 1 steps after the
+  signal in a multi-process run: lower it if the scheduler's grace period is shorter).
 """
 
 from __future__ import annotations
@@ -26,140 +41,21 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import shards
 from shards.atomic import copy_file
-from shards.format import FormatError
-from shards.hashing import distinct
-from train.checkpoint import (
-    CKPT_NAME,
-    check_compatible,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from train.config import COLLAPSE_PATIENCE, COLLAPSE_SHARE, TrainConfig, TrainError
-from train.data import DataError, EvalSet, TrainSampler, parse_domain_weights
-from train.distributed import Dist, all_reduce_sum, barrier, from_master, gather
+from train.checkpoint import CKPT_NAME, rng_state, save_checkpoint
+from train.config import COLLAPSE_PATIENCE, COLLAPSE_SHARE, TrainConfig
+from train.data import DataError, TrainSampler
+from train.distributed import Dist, agree, barrier, gather
+from train.eval_data import EvalSet
 from train.evaluation import evaluate
 from train.metrics import MetricsLog
 from train.mfu import peak_flops
 from train.preempt import EXIT_PREEMPTED, Preemption
-from train.run_dir import changes_to_accept, check_start, prepare
 from train.schedule import lr_at, router_noise_at
+from train.step_stats import StepStats, StepValues
 
 EXIT_NONFINITE = 3
-# options that are also GPTConfig fields a resumed model may change (no parameter shape)
-MODEL_KEYS = {"lb_coef": ("lb_coef",), "z_coef": ("z_coef",),
-              "router_noise": ("router_noise_std",), "top_k": ("top_k",),
-              "experiment": ("lb_coef", "top_k")}
-SAMPLER_KEYS = {"batch_size": "batch_size", "domain_weights": "weights"}
-
-
-def open_data(cfg: TrainConfig, d: Dist) -> shards.Dataset:
-    """Rank 0 checks the data (`full`, or sizes with --skip-verify); the other ranks wait for
-    its verdict and open with sizes only, so the data is read once per run."""
-    level = "sizes" if cfg.skip_verify else "full"
-    ds, error = None, None
-    if d.master:
-        try:
-            ds = shards.open(cfg.data, verify=level)
-        except FormatError as e:
-            error = str(e)
-    error = from_master(error, d)
-    if error is not None:
-        raise DataError(f"--data {cfg.data}: refused before step 0: {error}")
-    if ds is None:
-        ds = shards.open(cfg.data)
-        ds.verification = from_master(None, d)
-    else:
-        from_master(ds.verification, d)
-    return ds
-
-
-def run(cfg: TrainConfig, d: Dist, device: torch.device) -> int:
-    from train.model import GPT, make_config  # the model module is only needed to train
-    from train.upcycle import upcycle
-
-    t_start = time.time()
-    out = Path(cfg.out)
-    ckpt_path = out / CKPT_NAME
-    check_start(out, cfg)
-    ckpt = load_checkpoint(ckpt_path) if cfg.resume else None
-    ds = open_data(cfg, d)
-    try:
-        mcfg = make_config(cfg.preset, **cfg.overrides())
-    except ValueError as e:  # unknown preset, bad n_experts/top_k/moe_layers, ...
-        raise TrainError(f"model config: {e}") from e
-    mcfg_dict = asdict(mcfg)
-    weights = parse_domain_weights(cfg.domain_weights, ds.domains)
-    changes: dict[str, Any] = {}
-    if ckpt is not None:
-        old_fp = ckpt["data_fingerprint"]
-        data_change = None if old_fp == ds.fingerprint else (
-            f"{ckpt.get('data_dir')} (fingerprint {distinct(old_fp, ds.fingerprint, 12)[0]})",
-            f"{cfg.data} (fingerprint {distinct(old_fp, ds.fingerprint, 12)[1]})")
-        changes = changes_to_accept(ckpt["train_config"], cfg, ckpt_path, data_change)
-        check_compatible(ckpt, ckpt_path, model_config=mcfg_dict,
-                         data_fingerprint=ds.fingerprint, data_dir=str(cfg.data),
-                         world_size=d.world,
-                         may_differ={m for k in changes for m in MODEL_KEYS.get(k, ())}
-                         | ({"data"} if "data" in changes else set()))
-    step = int(ckpt["step"]) if ckpt is not None else 0
-    barrier(d)
-    stale = prepare(out, cfg, step if ckpt is not None else None) if d.master else []
-    barrier(d)
-    log = MetricsLog(out, d.master)
-    check = ds.verification
-    log.line(check.summary())
-    log.record({"kind": "data_check", "step": step, "data": str(cfg.data), **check.to_dict()})
-    if stale:
-        log.warn(step, f"removed {len(stale)} temporary file(s) a killed run left in {out}: "
-                       + ", ".join(p.name for p in stale))
-    if changes:
-        log.record({"kind": "resume", "step": step, "changes": changes})
-        log.line("resuming with changed options (--allow-change): " + "; ".join(
-            f"{k} {v[0]!r} -> {v[1]!r}" for k, v in changes.items()), style="yellow")
-
-    torch.manual_seed(cfg.seed)
-    if cfg.init_from and ckpt is None:
-        try:
-            model = upcycle(cfg.init_from, mcfg, seed=cfg.seed)
-        except (ValueError, OSError) as e:
-            raise TrainError(f"--init-from: {e}") from e
-    else:
-        model = GPT(mcfg)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2),
-                                          device.type)
-    sampler = TrainSampler(ds, block_size=mcfg.block_size, batch_size=cfg.batch_size,
-                           weights=weights, seed=cfg.seed, rank=d.rank, device=device)
-    loop_state: dict[str, int] = {}
-    if ckpt is not None:
-        loop_state = dict(ckpt.get("loop", {}))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if {"beta1", "beta2", "weight_decay"} & set(changes):  # the saved groups hold the old
-            for g in optimizer.param_groups:
-                g["betas"] = (cfg.beta1, cfg.beta2)
-            optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay  # the decayed group
-        sampler.load_state_dict(ckpt["sampler"]["ranks"][d.rank],
-                                may_differ={SAMPLER_KEYS[k] for k in changes
-                                            if k in SAMPLER_KEYS})
-        set_rng_state(ckpt["rng"]["ranks"][d.rank])
-        del ckpt
-    else:
-        torch.manual_seed(cfg.seed + 1 + d.rank)  # this rank's router-noise stream
-    evalset = EvalSet(ds, block_size=mcfg.block_size,
-                      batch_size=cfg.eval_batch_size or cfg.batch_size, rank=d.rank,
-                      world_size=d.world, max_blocks=cfg.eval_max_blocks, device=device)
-    loop = Loop(cfg, d, device, ds, model, optimizer, sampler, evalset, log, step, loop_state)
-    with Preemption() as preempt:
-        code = loop.train(preempt)
-    loop.summary["wall_s"] = time.time() - t_start
-    log.record(loop.summary)
-    return code
+LOG_EVERY_CUDA = 10  # --log-every's default on CUDA (1 elsewhere)
 
 
 class Loop:
@@ -178,6 +74,12 @@ class Loop:
         self.eval_pending = bool(loop_state.get("eval_pending", 0))  # SIGTERM at an eval step
         self.summary: dict[str, Any] = {}
         cuda = device.type == "cuda"
+        self.log_every = cfg.log_every or (LOG_EVERY_CUDA if cuda else 1)
+        self.stats = StepStats(self.log_every, device, cfg.grad_accum, d)
+        self.saved_step: int | None = step if self.ckpt_path.is_file() else None
+        self.t_interval: float | None = None  # when the steps not yet read began
+        self.noise: float | None = None  # the router noise the MoE layers hold
+        self.damage: str | None = None  # this rank's first damaged batch (train/data.py)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -228,14 +130,19 @@ class Loop:
             if collapse:
                 stop_reason, stopping = collapse, True
         while not stopping and self.step < cfg.max_steps:
-            rec, preempted = self.train_step(preempt)
-            if rec is None:
-                stop_reason = f"non-finite loss at step {self.step + 1}"
-                exit_code = EXIT_NONFINITE
-                break
-            last_train = rec
+            self.train_step(preempt)
             stopping = cfg.stop_after is not None and self.step >= cfg.stop_after
             due = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
+            if not (due or stopping or self.step % self.log_every == 0
+                    or (preempt.requested and d.world == 1)):
+                continue
+            last, bad, preempted = self.read(preempt)
+            last_train = last or last_train
+            if bad is not None:
+                stop_reason = f"non-finite loss at step {bad}"
+                exit_code = EXIT_NONFINITE
+                self.step = bad - 1  # the last good step; the ones after it are discarded
+                break
             if preempted and self.step < cfg.max_steps:  # save now, evaluate after --resume
                 self.eval_pending = due
                 self.save()
@@ -264,57 +171,82 @@ class Loop:
                       style="bold red" if exit_code else "bold green")
         return exit_code
 
-    def train_step(self, preempt: Preemption) -> tuple[dict[str, Any] | None, bool]:
-        """One optimizer step: (its train record, or None on a non-finite loss; whether a
-        SIGTERM arrived on any rank)."""
+    def train_step(self, preempt: Preemption) -> None:
+        """One optimizer step, queued on the device; its numbers go to `self.stats` (no read)."""
         cfg, d, mcfg, raw = self.cfg, self.d, self.mcfg, self.raw
-        t0 = time.perf_counter()
+        if self.t_interval is None:
+            self.t_interval = time.perf_counter()
         lr = lr_at(self.step, cfg)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         noise = router_noise_at(self.step, cfg, self.initial_noise)
-        raw.set_router_noise(noise)
+        if noise != self.noise:  # a device write per MoE layer: only when it changes
+            raw.set_router_noise(noise)
+            self.noise = noise
         raw.reset_load_counts()
-        sums = torch.zeros(4, device=self.device)  # lm, lb, z losses; SIGTERM seen
+        last_step = self.step + 1 in (cfg.max_steps, cfg.stop_after)
+        damaged = False
         for micro in range(cfg.grad_accum):
             batch = self.sampler.next_batch()
             sync = d.world == 1 or micro == cfg.grad_accum - 1
             with (nullcontext() if sync else self.model.no_sync()), self.ctx:
                 o = self.model(batch.x, batch.y)
                 loss = o.lm_loss + mcfg.lb_coef * o.lb_loss + mcfg.z_coef * o.z_loss
+            if batch.damage is not None:  # ids clamped: run it (DDP), but it trains nothing
+                loss = loss * 0.0
+                self.damage, damaged = self.damage or batch.damage, True
+            if micro < cfg.grad_accum - 1 or not last_step:
+                self.sampler.prefetch()  # while the GPU runs the forward just queued
             if micro == 0:
                 preempt.test_hook(self.step + 1, d.rank)
             (loss / cfg.grad_accum).backward()
-            sums[:3] += torch.stack([o.lm_loss.detach().float(), o.lb_loss.detach().float(),
-                                     o.z_loss.detach().float()])
-        if preempt.requested:
-            sums[3] = 1.0
-        all_reduce_sum(sums, d)
-        lm, lb, z = (sums[:3] / (cfg.grad_accum * d.world)).tolist()
-        preempted = bool(sums[3].item() > 0)
-        if not all(math.isfinite(v) for v in (lm, lb, z)):
-            self.log.warn(self.step + 1, f"non-finite loss at step {self.step + 1} (lm {lm}, "
-                          f"lb {lb}, z {z}); stopping; the last good checkpoint in "
-                          f"{self.ckpt_path} is kept")
-            self.optimizer.zero_grad(set_to_none=True)
-            return None, preempted
+            self.stats.add_micro(o)
         norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
                                               cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        self.stats.end_step(self.step + 1, lr, noise, norm, damaged)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        dt = time.perf_counter() - t0
-        tps = self.tokens_per_step / dt
-        mfu = self.flops_tok * tps / (self.peak * d.world) if self.peak else None
-        rec = {"kind": "train", "step": self.step, "lm_loss": lm, "lb_loss": lb, "z_loss": z,
-               "loss": lm + mcfg.lb_coef * lb + mcfg.z_coef * z, "lr": lr,
-               "router_noise": noise, "grad_norm": float(norm), "tokens_per_s": tps,
-               "tokens": self.step * self.tokens_per_step, "dt_s": dt, "mfu": mfu}
-        self.log.record(rec)
+
+    def read(self, preempt: Preemption) -> tuple[dict[str, Any] | None, int | None, bool]:
+        """Read the steps since the last read (one host sync; every rank at the same step) and
+        log them: (the last good step's record, the first non-finite step or None, whether a
+        SIGTERM arrived on any rank)."""
+        vals, preempted = self.stats.read(preempt.requested)
+        dt = (time.perf_counter() - (self.t_interval or 0.0)) / len(vals)
+        self.t_interval = None
+        last = None
+        for v in vals:
+            if v.damaged:  # on some rank: its message, on every rank
+                error = agree(self.damage, self.d) or "a damaged batch (no message)"
+                self.log.warn(v.step, f"damaged data at step {v.step}: {error}; stopping")
+                raise DataError(error)
+            if not all(math.isfinite(x) for x in (v.lm, v.lb, v.z)):
+                kept = (f"the last good checkpoint (step {self.saved_step}) in {self.ckpt_path} "
+                        "is kept" if self.saved_step is not None else "no checkpoint was written")
+                self.log.warn(v.step, f"non-finite loss at step {v.step} (lm {v.lm}, lb {v.lb}, "
+                                      f"z {v.z}); stopping; {kept}")
+                return last, v.step, preempted
+            last = self.record(v, dt)
+        assert last is not None
+        lm, lb, z, noise, tps, mfu = (last["lm_loss"], last["lb_loss"], last["z_loss"],
+                                      last["router_noise"], last["tokens_per_s"], last["mfu"])
         aux = f" | lb {lb:.4f} | z {z:.4f} | noise {noise:.3f}" if self.moe else ""
-        self.log.line(f"step {self.step}/{cfg.max_steps} | lm {lm:.4f}{aux} | lr {lr:.2e} | "
-                      f"{tps:,.0f} tok/s" + (f" | mfu {mfu:.1%}" if mfu is not None else ""))
-        return rec, preempted
+        self.log.line(f"step {last['step']}/{self.cfg.max_steps} | lm {lm:.4f}{aux} | "
+                      f"lr {last['lr']:.2e} | {tps:,.0f} tok/s"
+                      + (f" | mfu {mfu:.1%}" if mfu is not None else ""))
+        return last, None, preempted
+
+    def record(self, v: StepValues, dt: float) -> dict[str, Any]:
+        """Log the train record of one step read back from the device."""
+        tps = self.tokens_per_step / dt
+        mfu = self.flops_tok * tps / (self.peak * self.d.world) if self.peak else None
+        rec = {"kind": "train", "step": v.step, "lm_loss": v.lm, "lb_loss": v.lb, "z_loss": v.z,
+               "loss": v.lm + self.mcfg.lb_coef * v.lb + self.mcfg.z_coef * v.z, "lr": v.lr,
+               "router_noise": v.noise, "grad_norm": v.grad_norm, "tokens_per_s": tps,
+               "tokens": v.step * self.tokens_per_step, "dt_s": dt, "mfu": mfu}
+        self.log.record(rec)
+        return rec
 
     def eval_and_save(self) -> tuple[dict[str, Any], str | None]:
         """Evaluate, checkpoint (and keep a copy every --keep-ckpt-every steps); returns the
@@ -336,8 +268,13 @@ class Loop:
 
     def eval_step(self) -> dict[str, Any]:
         """Score the eval set, log it, warn about collapsed layers; returns the eval record."""
-        ev = {"kind": "eval", "step": self.step,
-              **evaluate(self.raw, self.evalset, ctx=self.ctx, world=self.d.world).record()}
+        res = evaluate(self.raw, self.evalset, ctx=self.ctx, world=self.d.world)
+        error = agree(self.evalset.damage, self.d)
+        if error is not None:
+            self.log.warn(self.step, f"damaged data in the eval at step {self.step}: {error}; "
+                                     "stopping")
+            raise DataError(error)
+        ev = {"kind": "eval", "step": self.step, **res.record()}
         self.log.record(ev)
         self.log.eval_tables(ev)
         collapsed = [lay for lay in ev["layers"] if lay["collapsed"]]
@@ -371,4 +308,5 @@ class Loop:
                          "collapse_warnings": self.n_warnings,
                          "eval_pending": int(self.eval_pending)},
             })
+        self.saved_step = self.step
         barrier(d)

@@ -286,11 +286,19 @@ class GPT(nn.Module):
     def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float],
                             device_type: str) -> torch.optim.AdamW:
         """AdamW; weight decay on matrices only (>= 2-dim, excluding the experts' stacked
-        biases, which are 2-dim only because they are stacked); fused on CUDA."""
+        biases, which are 2-dim only because they are stacked); fused where torch has the fused
+        kernel for the device (CUDA; CPU since torch 2.4): one kernel for all parameters, and
+        no host read of the step counters (the single-tensor CPU path reads each one with
+        ``.item()``)."""
         params = {pn: p for pn, p in self.named_parameters() if p.requires_grad}
         decay = [p for pn, p in params.items() if p.dim() >= 2 and not pn.endswith("_bias")]
         no_decay = [p for pn, p in params.items() if p.dim() < 2 or pn.endswith("_bias")]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+        if "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in (
+                "cuda", "cpu"):
+            try:
+                return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+            except RuntimeError:  # no fused kernel for this device in this torch
+                pass
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)

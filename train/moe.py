@@ -3,10 +3,11 @@
     python train/moe.py --data shards_out --out runs/tiny --preset tiny --experiment moe-top1
     torchrun --standalone --nproc_per_node 2 train/moe.py --data shards_out --out runs/ddp ...
 
-The entry point only: options in train/config.py, the loop in train/loop.py, evaluation in
+The entry point only: options in train/config.py, what comes before step 0 in train/start.py,
+the loop in train/loop.py (its device-side step numbers in train/step_stats.py), evaluation in
 train/evaluation.py, processes in train/distributed.py, metrics.jsonl in train/metrics.py,
-checkpoints in train/checkpoint.py, the run directory in train/run_dir.py, SIGTERM in
-train/preempt.py. Exit codes: 0 done (or --stop-after), 2 refused (bad options, data, run
+checkpoints in train/checkpoint.py, the run directory in train/run_dir.py (its lock in
+train/lock.py), SIGTERM in train/preempt.py. Exit codes: 0 done (or --stop-after), 2 refused (bad options, data, run
 directory or checkpoint), 3 non-finite loss, 143 stopped by SIGTERM with a checkpoint written.
 """
 
@@ -24,7 +25,7 @@ from train.checkpoint import CheckpointError  # noqa: E402
 from train.config import TrainError, parse_args  # noqa: E402
 from train.data import DataError  # noqa: E402
 from train.distributed import DistError, setup, teardown  # noqa: E402
-from train.loop import run  # noqa: E402
+from train.start import run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,8 +217,8 @@ class MoEFFN(nn.Module):
         counts[: self.n_experts] = torch.zeros_like(counts[: self.n_experts]).scatter_add_(
             0, top_i.reshape(-1), torch.ones(top_i.numel(), device=top_i.device))
         counts[self.n_experts] = n_tokens
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(counts)  # one process (torchrun --nproc_per_node 1): no collective
         if self.training:
             self.load_counts.add_(counts[: self.n_experts])
             self.load_tokens.add_(counts[self.n_experts])

@@ -4,9 +4,12 @@
   is refused: ``--resume`` continues it, ``--overwrite`` deletes them and starts over.
 - ``--resume`` needs ckpt.pt, and refuses options that alter the run and differ from the
   checkpoint's unless ``--allow-change`` names them (train/config.py ``run_changes``).
-- Every start removes the temporary files a killed writer left (``.<name>.tmp-<pid>`` of
-  shards.atomic whose process is gone); a resume drops the metrics records after the
-  checkpoint's step.
+- A run killed before its first checkpoint (metrics.jsonl, no ckpt.pt) has nothing to resume:
+  a plain start and ``--resume`` both point to ``--overwrite``.
+- Every start, a refused one too, removes the temporary files a killed writer left
+  (``.<name>.tmp-<pid>`` of shards.atomic whose process is gone); a resume drops the metrics
+  records after the checkpoint's step.
+- The run that writes holds OUT/.train.lock (train/lock.py) from :func:`prepare` to its exit.
 """
 
 from __future__ import annotations
@@ -28,18 +31,51 @@ def previous_run(out: Path) -> list[str]:
     return names + sorted(p.name for p in out.glob(KEPT_GLOB))
 
 
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def _cleaned(out: Path) -> str:
+    """Remove the temporary files of killed writers in `out` (a refused start too: they are
+    garbage whatever this run does); the words a refusal adds about them."""
+    stale = remove_stale_temps(out) if out.is_dir() else []
+    return (f" (removed {len(stale)} temporary file(s) a killed run left: "
+            f"{_shown([p.name for p in stale])})" if stale else "")
+
+
 def check_start(out: Path, cfg: TrainConfig) -> None:
-    """Refuse (TrainError) a start that would mix two runs in `out`."""
+    """Refuse (TrainError) a start that would mix two runs in `out`, or resume nothing.
+
+    A run killed before its first checkpoint leaves metrics.jsonl and no ckpt.pt: it has
+    nothing to resume, so both a plain start and --resume point to --overwrite."""
     found = previous_run(out) if out.is_dir() else []
+    kept = [n for n in found if n != METRICS_NAME and n != CKPT_NAME]
     if cfg.resume:
-        if not (out / CKPT_NAME).is_file():
+        if (out / CKPT_NAME).is_file():
+            return
+        if not found:
             raise TrainError(f"--resume: {out / CKPT_NAME} does not exist; nothing to resume "
-                             "(drop --resume to start a run)")
+                             "(drop --resume to start a run)" + _cleaned(out))
+        restore = (f", copy one of {_shown(kept)} to {CKPT_NAME} to resume from it" if kept
+                   else "")
+        raise TrainError(f"--resume: {out / CKPT_NAME} does not exist: the earlier run in {out} "
+                         f"stopped before it wrote one ({_shown(found)}), so there is nothing to "
+                         f"resume; start over with --overwrite instead of --resume{restore}, or "
+                         "choose another --out" + _cleaned(out))
+    if not found or cfg.overwrite:
         return
-    if found and not cfg.overwrite:
-        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-        raise TrainError(f"{out} holds an earlier run ({shown}); pass --resume to continue it "
-                         "or --overwrite to delete it and start over, or choose another --out")
+    if CKPT_NAME in found:
+        raise TrainError(f"{out} holds an earlier run ({_shown(found)}); pass --resume to "
+                         "continue it or --overwrite to delete it and start over, or choose "
+                         "another --out" + _cleaned(out))
+    if kept:
+        raise TrainError(f"{out} holds an earlier run ({_shown(found)}) without {CKPT_NAME}: "
+                         "pass --overwrite to delete it and start over, copy one of "
+                         f"{_shown(kept)} to {CKPT_NAME} and pass --resume to continue from it, "
+                         "or choose another --out" + _cleaned(out))
+    raise TrainError(f"{out} holds an earlier run that wrote no checkpoint ({_shown(found)}): "
+                     "there is nothing to resume; pass --overwrite to delete it and start over, "
+                     "or choose another --out" + _cleaned(out))
 
 
 def changes_to_accept(saved: dict[str, Any], cfg: TrainConfig, path: Path,

@@ -13,7 +13,9 @@ saturation, maximum load violation), curves over training (with ``--compare``: s
 one plot), token-type routing for code and the format-artifact test.
 
 Modules: config.py (options), routing.py (models and routed eval tokens), sections.py (the
-numbers of each section), figures.py (PNGs), markdown.py (report.md), build.py (all of it).
+numbers of each section), figures.py (PNGs), markdown.py (report.md), build.py (all of it);
+the measures: specialization.py (scores), token_types.py (token-type classes), format_test.py
+(the format-artifact test), plots.py (matplotlib, imported lazily).
 """
 
 from train.report.build import build_report, main, print_summary, write_report

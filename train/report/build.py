@@ -21,12 +21,12 @@ from shards.console import Out
 from shards.format import FormatError
 from shards.tokenizer import load_gpt2
 from train.checkpoint import CKPT_NAME
-from train.format_test import run_format_test
 from train.metrics import METRICS_NAME, read_metrics
-from train.plots import PlotError
 from train.report.config import ReportConfig, ReportError, parse_args
 from train.report.figures import make_figures
+from train.report.format_test import run_format_test
 from train.report.markdown import render_markdown
+from train.report.plots import PlotError
 from train.report.routing import eval_set, load_model, route
 from train.report.sections import (
     causal_section,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from train.cli import build_parser as _build_parser
 from train.cli import from_namespace, opt
-from train.format_test import DEFAULT_THRESHOLD
+from train.report.format_test import DEFAULT_THRESHOLD
 
 
 class ReportError(ValueError):

@@ -1,4 +1,4 @@
-"""The report's PNG figures (matplotlib, imported lazily through train/plots.py)."""
+"""The report's PNG figures (matplotlib, imported lazily through train/report/plots.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 
 def make_figures(rep: dict[str, Any], out: Path, dpi: int) -> dict[str, list[str]]:
-    from train import plots
+    from train.report import plots
 
     figs: dict[str, list[str]] = {}
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.data import EvalSet
+from train.eval_data import EvalSet
 from train.evaluation import Evaluation, evaluate
 from train.report.config import ReportError
 

@@ -1,8 +1,8 @@
 """The report's sections: each computes its numbers (what report.json holds) from the routed
 eval tokens (routing.py), the model, the dataset or the runs' metrics.
 
-The measures are defined in train/specialization.py, the token types in train/token_types.py;
-the format-artifact test (train/format_test.py) is run by build.py.
+The measures are defined in train/report/specialization.py, the token types in train/report/token_types.py;
+the format-artifact test (train/report/format_test.py) is run by build.py.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from shards.tokenizer import EOT_ID
-from train import specialization as sp
-from train.data import EvalSet
+from train.eval_data import EvalSet
 from train.evaluation import Evaluation
+from train.report import specialization as sp
 from train.report.config import ReportConfig, ReportError
 from train.report.routing import domain_loss, load_model, route_again
-from train.token_types import TOKEN_TYPES, bpe_token_types
+from train.report.token_types import TOKEN_TYPES, bpe_token_types
 
 
 def specialization_section(r: Evaluation, E: int, k: int) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import tiktoken
 
-from train.specialization import route_tokens, tv_distance
+from train.report.specialization import route_tokens, tv_distance
 
 Segments = list[tuple[str, bool]]  # (text, is_content)
 DEFAULT_THRESHOLD = 0.5
