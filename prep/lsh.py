@@ -8,8 +8,9 @@ against everything indexed before them (`judge`, read-only) and then indexes the
 
 - the band index, :class:`BandIndex`: per band one uint64 per document (the band key's top 32
   bits and the 32-bit id): 14 bands x 8 = **112 bytes**;
-- the clusters, :class:`Clusters`: one uint32 per document (parent id, 31 bits, and its split):
-  **4 bytes**, growing by doubling: +8 bytes while the array is copied (not at a merge);
+- the clusters, :class:`Clusters`: one uint32 per document (its root's id, 31 bits, and its
+  split): **4 bytes**, growing by doubling: +8 bytes while the array is copied (never during a
+  band merge);
 - merging two runs of one band (the index is log-structured, as `prep.dedup.KeySet`): the
   merged run is written before the old ones are freed, +8 bytes per document of that band, and
   the stable sort's buffer, +4: at most **12 bytes** (one band merges at a time);

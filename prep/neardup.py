@@ -11,13 +11,14 @@
 - :class:`NearDedup` (commit hook ``near_dedup``, after ``exact_dedup``) buckets every
   document's bands across all tasks and domains (`prep.lsh`), verifies each candidate pair by
   the signatures' estimated Jaccard (>= ``near_dedup_threshold``, default 0.8, of the
-  document's domain), and clusters: a document near an earlier one joins the earliest cluster
-  among its matches (merging the others); a cluster's root, its first member in plan order, is
-  the one kept. ``near_dedup_mode = "remove"`` drops the other members; ``"group"`` keeps them
-  all in the root's split (a document near clusters of both splits is dropped, counted as a
-  conflict). Either way no verified near-duplicate pair straddles train/eval. Documents with
-  fewer than 10 shingles are left to exact dedup (counted). ``near_dedup = false`` turns both
-  off for a domain.
+  document's domain), and clusters them (union-find in plan order): a document near earlier
+  ones joins the earliest of their clusters, whose root, its first member in plan order, is the
+  one kept. Clusters never merge once committed (a streaming commit cannot un-keep a document),
+  so every cluster has exactly one root. ``near_dedup_mode = "remove"`` drops the other
+  members; ``"group"`` keeps them all in the root's split (a document near clusters of both
+  splits is dropped, counted as a conflict). Either way no verified near-duplicate pair
+  straddles train/eval. Documents with fewer than 10 shingles are left to exact dedup
+  (counted). ``near_dedup = false`` turns both off for a domain.
 
 Counts (per domain): ``docs_near_duplicates`` (members found: removed, or grouped),
 ``docs_near_duplicates_across_domains`` (of which the root is in an earlier domain),
@@ -31,6 +32,7 @@ whose root is in the domain. Before publishing, the hook writes up to
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -260,7 +262,7 @@ class NearDedup(CommitHook):
                     "sha256": content_hash(text), **extra, "text": text}
 
         with open(into / EXAMPLES_FILE, "w", encoding="utf-8") as f:
-            for name in self.names:
+            for name in self.names:  # clusters by the domain of their members, in plan order
                 for root, members in self.examples[name].items():
                     record = {"domain": name, "kept": doc(root), "members": [
                         doc(i, estimate=round(e, 4), status=(
@@ -268,6 +270,8 @@ class NearDedup(CommitHook):
                             "removed" if removed[name] else "grouped"))
                         for i, e, s in members]}
                     f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         params = {"minhash": PARAMS.to_dict(), "hash": "word bytes in 8-byte chunks, splitmix64; "
                   "shingles: polynomial over words, splitmix64 (shards.minhash)",
                   "verify": f"estimated Jaccard over {PARAMS.bins} one-permutation bins",
