@@ -96,13 +96,16 @@ class Signatures:
         return len(self.shingles)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (a bijection of uint64), into a new array."""
-    x = x ^ (x >> U64(30))
-    x *= _M1
-    x ^= x >> U64(27)
-    x *= _M2
-    x ^= x >> U64(31)
+def _mix(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """splitmix64's finaliser (a bijection of uint64): into a new array, or in place."""
+    x = x if inplace else x.copy()
+    t = np.empty_like(x)  # one temporary, reused: fewer passes over fresh memory
+    for shift, mult in ((30, _M1), (27, _M2)):
+        np.right_shift(x, U64(shift), out=t)
+        x ^= t
+        x *= mult
+    np.right_shift(x, U64(31), out=t)
+    x ^= t
     return x
 
 
@@ -182,7 +185,7 @@ def shingle_hashes(raws: Sequence[bytes], kind: str, ngram: int = 5,
         sh *= _POLY
         sh += h[j:n + j]
     sh ^= U64(seed & 0xFFFFFFFFFFFFFFFF)
-    z = _mix(sh)
+    z = _mix(sh, inplace=True)
     doc = np.repeat(np.arange(len(counts), dtype=np.int64), np.diff(first))[:n]
     # the last ngram - 1 positions of each document start shingles that straddle two documents
     tail = (first[1:, None] - np.arange(1, ngram)[None, :]).ravel()

@@ -3,20 +3,24 @@
 - :func:`signature_cost`: MinHash signatures (`shards.minhash`, the batches prep's step uses)
   against GPT-2 tokenization of the same documents, with tiktoken and with gigatoken (one
   thread), CPU time of this process, rounds interleaved;
-- :func:`prep_end_to_end`: ``python -m prep`` on a real-code input built as `prep.bench.inputs`
-  builds it (one copy of the standard library: further copies would be near-duplicates), with
-  near-dup on and off, each encoder, runs alternated; wall and CPU time of each child;
+- :func:`prep_end_to_end`: ``python -m prep`` on real code written as `prep.bench.inputs` writes
+  it (JSONL.zst files), but without its repeated copies of the standard library (they would be
+  near-duplicates): the standard library, then the installed packages' `.py` files, in path
+  order; near-dup on and off, each encoder, runs alternated; wall and CPU time of each child;
 - :func:`commit_memory`: the commit's near-dup state (`prep.lsh.NearDupState`) over a synthetic
   stream of signatures (10% near-copies), peak traced with tracemalloc, per document.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import tracemalloc
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from prep.bench.inputs import stdlib_documents, write_code
+from prep.bench.inputs import Corpus, _Writer, stdlib_documents
 from prep.lsh import NearDupState
 from shards.minhash import DEFAULT_PARAMS, batches, signatures
 
@@ -102,10 +106,28 @@ def signature_cost(rounds: int = 3, kind: str = "code") -> dict[str, Any]:
                 r["signatures"] / r["gigatoken"] for r in rows), 3)}
 
 
-def prep_end_to_end(folder: Path, reps: int = 3, workers: int = 1,
+def real_code(folder: Path, mb: float, file_mb: float = 4.0) -> Corpus:
+    """`mb` MB of distinct real code: the stdlib's .py files, then site-packages' ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    w = _Writer(folder, "code", file_mb)
+    for rel, text in stdlib_documents():
+        w.add({"text": text, "path": f"stdlib/{rel}"})
+    root = Path(sysconfig.get_paths()["purelib"])
+    for p in sorted(root.rglob("*.py")):
+        if w.total >= mb * 1e6:
+            break
+        try:
+            w.add({"text": p.read_text(encoding="utf-8"), "path": str(p.relative_to(root))})
+        except (OSError, UnicodeDecodeError):
+            continue
+    w.close()
+    return Corpus("code", w.files, w.mb)
+
+
+def prep_end_to_end(folder: Path, reps: int = 5, workers: int = 1, mb: float = 40.0,
                     encoders: tuple[str, ...] = ("tiktoken", "gigatoken")) -> dict[str, Any]:
     """Wall and CPU seconds of ``python -m prep`` with near_dedup on and off (alternated)."""
-    corpus = write_code(folder / "input", 11.0, file_mb=1.0)  # one copy of the stdlib
+    corpus = real_code(folder / "input", mb)
     recipes = {}
     for near in (True, False):
         recipes[near] = folder / f"near-{near}.toml"
@@ -116,6 +138,7 @@ def prep_end_to_end(folder: Path, reps: int = 3, workers: int = 1,
             .replace("'", '"'))
     env = {**os.environ, "RAYON_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
     out: dict[str, Any] = {"input_mb": round(sum(corpus.mb), 2), "workers": workers, "runs": []}
+    info = []
     for enc in encoders:
         for rep in range(reps):
             for near in (True, False) if rep % 2 == 0 else (False, True):
@@ -130,9 +153,13 @@ def prep_end_to_end(folder: Path, reps: int = 3, workers: int = 1,
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if r.returncode != 0:
                     raise RuntimeError(f"prep failed: {r.stderr[-2000:]}")
+                m = json.loads((dest / "manifest.json").read_text())
+                info.append({k: m["domains"]["data"]["counts"].get(k) for k in (
+                    "docs_seen", "docs_near_duplicates", "docs_kept")})
+                shutil.rmtree(dest)
                 cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
                 out["runs"].append({"encoder": enc, "near_dedup": near, "wall_s": round(wall, 2),
-                                    "cpu_s": round(cpu, 2)})
+                                    "cpu_s": round(cpu, 2), **info[-1]})
     for enc in encoders:
         for what in ("wall_s", "cpu_s"):
             on = statistics.median(r[what] for r in out["runs"]
