@@ -27,10 +27,10 @@ from shards.tokenizer import file_sha256
 
 if TYPE_CHECKING:
     from prep.assemble import SplitFiles
-    from prep.steps.base import HookOutput
     from prep.commit import DomainResult
     from prep.config import PrepConfig
     from prep.plan import Plan
+    from prep.steps.base import HookOutput
 
 
 def split_records(written: dict[tuple[str, str], SplitFiles], results: dict[str, DomainResult],

@@ -244,7 +244,11 @@ def test_examples_are_sampled_and_verified(straight, tmp_path, capsys):
     assert re.search(r"^\[1/2\] GROUPED \(estimated Jaccard (0\.[89]|1\.0)\d*\): beta/", shown,
                      re.M)
     assert shards_main(["inspect", str(straight)]) == 0
-    assert re.search(r"^near_dup_clusters:2 +16 +0 *$", capsys.readouterr().out, re.M)
+    shown = capsys.readouterr().out
+    assert re.search(r"^near_dup_clusters:2 +16 +0 *$", shown, re.M)
+    assert re.search(r'^near_dedup +domains +\{"alpha":\{"threshold":0.8,"mode":"remove",'
+                     r'"shingle":"prose"\},"beta":\{"threshold":0.8,"mode":"group"', shown, re.M)
+    assert re.search(r"^near_dedup +file +data.1/_hooks/near_dedup/examples.jsonl", shown, re.M)
     copy = tmp_path / "copy"
     shutil.copytree(straight, copy)
     assert shards_main(["verify", str(copy)]) == 0
