@@ -20,7 +20,7 @@ against everything indexed before them (`judge`, read-only) and then indexes the
 
 So 112 + 4 + 12 = **128 bytes per document** at peak, plus per-group transients; the
 `prep.bench.neardup` bench measures it with tracemalloc. At the end the index is dropped and the
-cluster-size histogram needs 4 (roots) + 8 (bincount) bytes per document.
+cluster-size histogram needs 8 (roots) + 8 (bincount) bytes per document.
 
 A 32-bit band key makes false bucket collisions: with N documents indexed, a query meets ~N/2**32
 unrelated documents per band (0.3% per band at 10M): each costs one signature read, and the

@@ -194,15 +194,14 @@ class NearDedup(CommitHook):
         before = group.keep.copy()
         live = np.flatnonzero(before & signed)
         keys, sigs = group.column("minhash_bands")[live], group.column("minhash_sig")[live]
-        v = self.state.judge(keys, sigs, group.eval[live], self.threshold, self.mode == "group")
-        found = live[v.state != 0]
+        split = group.eval[live]
+        v = self.state.judge(keys, sigs, split, self.threshold, self.mode == "group")
         if self.mode == "remove":
-            group.keep[found] = False
+            group.keep[live[v.state != 0]] = False
         else:
             group.eval[live] = v.split
             group.keep[live[v.state == CONFLICT]] = False
-        return live, v, before & ~signed, group.eval[live] != group.rows["eval"][live].astype(
-            bool)
+        return live, v, before & ~signed, v.split != split
 
     def accept(self, group: Group, used: int, verdict: Any, counts: Counters) -> None:
         assert self.state is not None
