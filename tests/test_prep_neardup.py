@@ -93,7 +93,7 @@ def corpus(tmp_path_factory) -> tuple[Path, list]:
 @pytest.fixture(scope="module")
 def straight(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "out"
-    assert run_prep("--recipe", str(corpus[0]), "--out", str(out), *OPTS) == 0
+    assert run_prep("--recipe", str(corpus[0]), "--out", str(out), *OPTS, "--workers", "1") == 0
     return out
 
 
