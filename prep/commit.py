@@ -19,6 +19,7 @@ partition's next cap level (:attr:`Committer.waiting_for`) and resumes when it i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,10 @@ from prep import steps as registry
 from prep.parts import TaskParts, TaskRecord
 from prep.plan import DomainPlan, Plan
 from prep.split import EVAL, TRAIN
-from prep.steps.base import MAX_BAD_EXAMPLES, CommitHook, Counters, Group
+from prep.steps.base import MAX_BAD_EXAMPLES, CommitHook, Counters, Group, HookOutput
+from prep.steps.builtin import encoding
 from prep.task import TaskSpec, bad_records_message
+from shards.format import HOOKS_DIR
 
 COMMIT_COUNTERS = ("docs_kept", "bytes_kept", "docs_over_budget")
 LAYOUT_DTYPE = np.dtype([("slot", "<u4"), ("doc", "<u4"), ("tokens", "<u4")])
@@ -82,6 +85,33 @@ class DomainResult:
     hooks: list[str] = field(default_factory=list)  # the commit hooks this domain ran
 
 
+class DocReader:
+    """A candidate document's text (decoded from its task's tokens, EOT dropped) and
+    provenance, for commit hooks' files (`CommitHook.write`); part files opened as needed."""
+
+    def __init__(self, task_dir: Path, plan: Plan) -> None:
+        self.task_dir = task_dir
+        self.enc = encoding(plan.domains[0].settings.tokenizer_file if plan.domains else None)
+        self.parts: dict[str, TaskParts] = {}
+
+    def __call__(self, task: str, row: int) -> tuple[str, dict[str, Any]]:
+        if task not in self.parts:
+            self.parts[task] = TaskParts(self.task_dir / task)
+        p = self.parts[task]
+        n = int(p.meta["tokens"][row]) - 1  # without EOT
+        buf = bytearray(2 * n)
+        p.read_tokens(memoryview(buf), int(p.starts[row]))
+        ids = np.frombuffer(bytes(buf), dtype="<u2").tolist()
+        return self.enc.decode_bytes(ids).decode("utf-8"), json.loads(p.sources[row])
+
+    def __enter__(self) -> DocReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.parts.values():
+            p.close()
+
+
 class Committer:
     """Commits domains group by group as their tasks finish; see the module docstring."""
 
@@ -94,6 +124,9 @@ class Committer:
         self.max_bad_fraction = max_bad_fraction
         self.results: dict[str, DomainResult] = {}
         self.hooks: list[CommitHook] = [h(plan) for h in registry.hooks()]
+        for h in self.hooks:
+            h.scratch = layout_dir
+        self.task_dir: Path | None = None  # where the tasks' part files are (advance's)
         self._active: list[CommitHook] = []  # the current domain's hooks
         self._d = 0  # current domain
         self._g = 0  # current group
@@ -126,9 +159,22 @@ class Committer:
                 return problem
         return None
 
+    def write_hooks(self, staging: Path) -> dict[str, tuple[HookOutput, Path]]:
+        """Each hook's files, written into ``staging/_hooks/<name>/`` (`CommitHook.write`):
+        hook name -> (its output, its directory)."""
+        out = {}
+        with DocReader(self.task_dir or Path("."), self.plan) as read:
+            for h in self.hooks:
+                into = staging / HOOKS_DIR / h.name
+                written = h.write(into, read)
+                if written is not None:
+                    out[h.name] = (written, into)
+        return out
+
     # ------------------------------------------------------------------ advancing
     def advance(self, done: Mapping[str, TaskRecord], task_dir: Path) -> bool:
         """Commit as far as the finished tasks allow; True if anything moved."""
+        self.task_dir = task_dir
         moved = False
         while not self.finished:
             specs = self.waiting_for()

@@ -16,11 +16,14 @@ from shards.format import (
     FORMAT_VERSION,
     DocIndexRecord,
     DomainRecord,
+    FileRecord,
+    HookRecord,
     LeakageRecord,
     Manifest,
     ShardRecord,
     SplitRecord,
 )
+from shards.tokenizer import file_sha256
 
 if TYPE_CHECKING:
     from prep.assemble import SplitFiles
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from prep.config import PrepConfig
     from prep.parts import TaskRecord
     from prep.plan import Plan
+    from prep.steps.base import HookOutput
 
 
 def split_records(written: dict[tuple[str, str], SplitFiles], results: dict[str, DomainResult],
@@ -72,9 +76,24 @@ def encoder_record(plan: Plan, results: dict[str, DomainResult],
             "docs_by_tiktoken": routed}
 
 
+def hook_records(written: dict[str, tuple[HookOutput, Path]], staging: Path,
+                 version_dir: str) -> dict[str, HookRecord]:
+    """The manifest's `hooks`: each hook's parameters and files (named under `version_dir`)."""
+    out = {}
+    for name, (output, into) in written.items():
+        files = []
+        for f in output.files:
+            path = into / f
+            files.append(FileRecord(
+                path=f"{version_dir}/{path.relative_to(staging).as_posix()}",
+                bytes=path.stat().st_size, sha256=file_sha256(path)))
+        out[name] = HookRecord(params=output.params, files=files)
+    return out
+
+
 def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult],
                    splits: dict[str, dict[str, SplitRecord]], run: dict[str, Any],
-                   t0: float) -> Manifest:
+                   t0: float, hooks: dict[str, HookRecord] | None = None) -> Manifest:
     records = {}
     for d in plan.domains:
         res = results[d.name]
@@ -119,4 +138,5 @@ def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult]
              "coordinator_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
              "coordinator_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
              "plan_fingerprint": plan.fingerprint, "python": platform.python_version(),
-             "platform": platform.platform()})
+             "platform": platform.platform()},
+        hooks=hooks or {})

@@ -22,7 +22,7 @@ from prep import assemble, faults
 from prep.commit import CommitError, Committer
 from prep.config import PrepConfig
 from prep.executors import Executor, ExecutorError, array, make_executor
-from prep.manifest import build_manifest, encoder_record, split_records
+from prep.manifest import build_manifest, encoder_record, hook_records, split_records
 from prep.parts import TaskRecord, check_parts
 from prep.plan import Plan, PlanError, make_plan
 from prep.progress import Reporter
@@ -127,13 +127,15 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
         reporter.assembling(sum(len(p) + 1 for sj in jobs.values() for p in sj.pieces)
                             + len(jobs))
         written = assemble.run(executor, jobs)
+        hooks = hook_records(committer.write_hooks(work.staging), work.staging,
+                             version_dir(version))
         assemble.fsync_tree(work.staging)
         splits = split_records(written, committer.results, work.staging, version_dir(version),
                                plan.block_size)
         manifest = build_manifest(cfg, plan, committer.results, splits,
                                   {"tasks_done": len(done), "tasks_reused": reused,
                                    "tokenizer": encoder_record(plan, committer.results, done)},
-                                  t0)
+                                  t0, hooks)
         old = publish(work.staging, out, manifest, version,
                       on_switch=lambda: setattr(outcome, "published", str(out / MANIFEST_NAME)))
     except OSError as e:

@@ -25,9 +25,12 @@ prep's steps and commit did to the documents (``docs_seen``, ``docs_filtered``,
 ``<name>:<key>`` for one of a family of keyed counts (``docs_decontaminated:bench/mmlu.jsonl``);
 readers show what is there and never need to know a counter in advance.
 
-Format versions: 2 (this one) has the open ``counts`` mapping and each domain's ``steps`` and
-``commit_hooks``. Version 1 manifests (prep before the pipeline of steps) are read as well:
-their ``counts`` is the same JSON object with a fixed set of 13 names, and they lack the lists.
+Format versions: 3 (this one) adds ``hooks``: for each of prep's commit hooks that recorded
+something, its parameters and the files it wrote into the dataset (under
+``<version dir>/_hooks/<hook>/``, e.g. the near-duplicate examples ``shards sample --near-dups``
+prints), each with size and sha256 (`shards verify` checks them). 2 has the open ``counts``
+mapping and each domain's ``steps`` and ``commit_hooks``. Versions 1 and 2 are read as well (no
+``hooks``; version 1's ``counts`` has a fixed set of 13 names, and it lacks the lists).
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "moe-shards"
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)  # format versions this reader understands
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)  # format versions this reader understands
 MANIFEST_NAME = "manifest.json"
 DOC_INDEX_NAME = "docs.jsonl.zst"
+HOOKS_DIR = "_hooks"  # in a version directory: never a domain name (those start alphanumeric)
 TOKEN_DTYPE = np.dtype("<u2")
 TOKEN_BYTES = TOKEN_DTYPE.itemsize
 SPLITS = ("train", "eval")
@@ -164,6 +168,27 @@ class DomainRecord:
 
 
 @dataclass
+class FileRecord:
+    path: str  # relative to the dataset root
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class HookRecord:
+    """What one of prep's commit hooks recorded (format version 3): its parameters and the
+    files it wrote into the dataset."""
+
+    params: dict[str, Any]
+    files: list[FileRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HookRecord:
+        return cls(params=dict(d["params"]),
+                   files=[FileRecord(**f) for f in d.get("files", [])])
+
+
+@dataclass
 class TokenizerRecord:
     name: str
     vocab_size: int
@@ -187,6 +212,7 @@ class Manifest:
     domains: dict[str, DomainRecord]
     leakage_passed: bool
     run: dict[str, Any] = field(default_factory=dict)  # timing, throughput, versions
+    hooks: dict[str, HookRecord] = field(default_factory=dict)  # commit hook -> its record (v3)
 
     # ------------------------------------------------------------------ (de)serialise
     def to_json(self) -> str:
@@ -210,6 +236,7 @@ class Manifest:
         try:
             d["tokenizer"] = TokenizerRecord(**d["tokenizer"])
             d["domains"] = {k: DomainRecord.from_dict(v) for k, v in d["domains"].items()}
+            d["hooks"] = {k: HookRecord.from_dict(v) for k, v in d.get("hooks", {}).items()}
         except (TypeError, KeyError, AttributeError, ValueError) as e:
             raise FormatError(f"{source}: malformed manifest record: {e!r}") from e
         return cls(**d)
@@ -259,8 +286,8 @@ FLOAT_RANGE: dict[tuple[str, str], tuple[float, float]] = {
     ("DomainRecord", "eval_fraction"): (0.0, 1.0),
 }
 SHA256_FIELDS = {("ShardRecord", "sha256"), ("DocIndexRecord", "sha256"),
-                 ("TokenizerRecord", "ranks_sha256")}
-NONEMPTY_FIELDS = {("ShardRecord", "path"), ("DocIndexRecord", "path")}
+                 ("TokenizerRecord", "ranks_sha256"), ("FileRecord", "sha256")}
+NONEMPTY_FIELDS = {("ShardRecord", "path"), ("DocIndexRecord", "path"), ("FileRecord", "path")}
 
 
 def check_manifest_values(d: Any, source: str = MANIFEST_NAME) -> None:

@@ -73,8 +73,11 @@ def facts(ds: Dataset) -> dict[str, Any]:
             "leakage": vars(d.leakage),
             "splits": splits,
         }
+    hooks = {name: {"params": rec.params, "files": [vars(f) for f in rec.files]}
+             for name, rec in m.hooks.items()}
     return {"config": config, "domains": domains,
-            "counts": [[k, *v] for k, v in counter_rows(m.domains)], "run": m.run}
+            "counts": [[k, *v] for k, v in counter_rows(m.domains)], "hooks": hooks,
+            "run": m.run}
 
 
 def show(info: dict[str, Any], out: Out) -> None:
@@ -98,6 +101,12 @@ def show(info: dict[str, Any], out: Out) -> None:
                           "budget reached", "leakage", "pipeline"], rows)
     out.table("counts", ["counter", *info["domains"]],
               [[k, *("" if v is None else v for v in values)] for k, *values in info["counts"]])
+    if info["hooks"]:  # prep's commit hooks' parameters (format version 3)
+        out.table("commit hooks", ["hook", "parameter", "value"], [
+            [name, k, json.dumps(v, separators=(",", ":"))]
+            for name, h in info["hooks"].items() for k, v in h["params"].items()]
+            + [[name, "file", f"{f['path']} ({f['bytes']:,} bytes)"]
+               for name, h in info["hooks"].items() for f in h["files"]])
     rows = []
     for d in info["domains"].values():
         for s in d["splits"].values():

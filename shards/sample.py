@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import shards
+from shards import neardups
 from shards.console import Out
 from shards.format import FormatError
 from shards.hashing import distinct
@@ -69,11 +70,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="cut each printed text after this many characters (default: 0, whole)")
     p.add_argument("--json", action="store_true",
                    help="print the documents as JSON lines (provenance and text)")
+    p.add_argument("--near-dups", action="store_true",
+                   help="instead: up to -n near-duplicate clusters prep found in the domain, "
+                   "each kept document beside the ones removed (or grouped) with it")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise SystemExit("error: -n must be >= 1")
+    if args.near_dups:
+        return neardups.run(args)
     ds = shards.open(args.dir)
     split = ds.split(args.domain, args.split)
     picked = sample_documents(split, args.n, args.seed)

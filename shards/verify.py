@@ -10,7 +10,9 @@ Checks, each problem reported with the file and the fix:
   count equals the document count and EOTs sit exactly at the documents' ends, and each
   document's decoded text has the index's content hash and character count (a document holding
   an id outside the vocabulary is reported with its shard, offset and id, never decoded);
-- no eval document's content hash occurs in any domain's train split.
+- no eval document's content hash occurs in any domain's train split;
+- the files prep's commit hooks wrote (near-duplicate examples) have their declared size and
+  sha256.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from shards.console import Out
 from shards.format import TOKEN_DTYPE, FormatError, Manifest, SplitRecord
 from shards.hashing import distinct
+from shards.neardups import check_files as check_hook_files
 from shards.reader import DocInfo, _gpt2, check_layout, load_manifest, read_doc_index
 from shards.scan import FileScan, scan_file, sha_problem, token_problem
 
@@ -103,6 +106,7 @@ def verify(path: str | Path, *, workers: int | None = None) -> VerifyReport:
             if docs is not None:
                 hashes[dname, sname] = docs
     _check_leakage(hashes, report)
+    _check_hook_files(root, manifest, report)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -258,6 +262,14 @@ def _check_leakage(docs: dict[tuple[str, str], list[DocInfo]], report: VerifyRep
                  "train; re-run prep (its split must keep equal documents together)"
                  for d in ds if d.sha256 in train]
         _examples(report.problems, found, f"{dname} eval documents found in train")
+
+
+def _check_hook_files(root: Path, manifest: Manifest, report: VerifyReport) -> None:
+    """The files prep's commit hooks wrote (near-duplicate examples): size and sha256."""
+    problems, files, nbytes = check_hook_files(root, manifest)
+    report.problems += problems
+    report.files += files
+    report.bytes_hashed += nbytes
 
 
 # --------------------------------------------------------------------------- CLI

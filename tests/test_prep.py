@@ -164,6 +164,7 @@ def test_no_eval_hash_in_train_and_duplicates_never_straddle(tmp_path, jsonl_rec
         assert c["docs_kept"] == dom["splits"]["train"]["docs"] + dom["splits"]["eval"]["docs"]
         # every document read is accounted for, exactly once
         assert c["docs_seen"] == (c["docs_bad"] + c["docs_filtered"] + c["docs_deduplicated"]
+                                  + c["docs_near_duplicates"]
                                   + c["docs_kept"] + c["docs_over_budget"])
 
 
@@ -244,7 +245,7 @@ def test_manifest_records_config_source_order_and_tokenizer(tmp_path, jsonl_reci
                     "--shuffle-buffer", "123", "--shuffle-buffer-mb", "2",
                     "--eval-fraction", "0.1") == 0
     m = manifest(out)
-    assert (m["format"], m["format_version"]) == ("moe-shards", 2)
+    assert (m["format"], m["format_version"]) == ("moe-shards", 3)
     assert m["tokenizer"]["eot_id"] == 50256 and m["tokenizer"]["vocab_size"] == 50257
     assert m["tokenizer"]["ranks_sha256"].startswith("306cd27f")
     dom = m["domains"]["alpha"]
@@ -260,8 +261,11 @@ def test_manifest_records_config_source_order_and_tokenizer(tmp_path, jsonl_reci
     assert set(dom["counts"]) >= {"docs_seen", "docs_kept", "docs_bad", "docs_deduplicated",
                                   "bytes_seen", "bytes_kept", "docs_too_short", "docs_too_long",
                                   "docs_over_budget", "docs_deduplicated_across_domains"}
-    assert dom["steps"] == ["read", "length_filter", "shuffle", "hash_split", "tokenize"]
-    assert dom["commit_hooks"] == ["exact_dedup"]
+    assert dom["steps"] == ["read", "length_filter", "shuffle", "hash_split", "minhash",
+                            "tokenize"]
+    assert dom["commit_hooks"] == ["exact_dedup", "near_dedup"]
+    assert m["hooks"]["near_dedup"]["params"]["domains"]["alpha"] == {
+        "threshold": 0.8, "mode": "remove", "shingle": "prose"}
 
 
 def test_refuses_to_overwrite_a_finished_dataset(tmp_path, jsonl_recipe, capsys):
@@ -342,30 +346,40 @@ def test_token_budget_alone_has_no_byte_budget(tmp_path, jsonl_recipe):
 
 
 def test_shuffle_seed_does_not_change_the_synthetic_corpus(tmp_path):
-    recipe = write_recipe(tmp_path / "r.toml", {"math": {
-        "source": "synthetic-math", "synthetic_docs": 800, "size_mb": 100}})
-    maps = []
-    for seed in ("1", "2"):
-        out = tmp_path / seed
-        assert run_prep("--recipe", str(recipe), "--out", str(out), "--seed", seed) == 0
-        maps.append(split_map(out))
-    assert maps[0] == maps[1]  # same documents, same splits; only the order differs
-    a, b = (manifest(tmp_path / s)["domains"]["math"]["splits"]["train"]["shards"][0]["sha256"]
-            for s in ("1", "2"))
-    assert a != b
+    # near-dup removal keeps each cluster's first member in plan order, which the seed changes
+    # (the generator repeats some problems with other punctuation): off here, and below a
+    # document kept by both runs is in the same split
+    for near in (False, True):
+        recipe = write_recipe(tmp_path / "r.toml", {"math": {
+            "source": "synthetic-math", "synthetic_docs": 800, "size_mb": 100,
+            "near_dedup": near}})
+        maps = []
+        for seed in ("1", "2"):
+            out = tmp_path / f"{seed}-{near}"
+            assert run_prep("--recipe", str(recipe), "--out", str(out), "--seed", seed) == 0
+            maps.append(split_map(out))
+        if near:
+            common = maps[0].keys() & maps[1].keys()
+            assert len(common) > 700 and all(maps[0][h] == maps[1][h] for h in common)
+            continue
+        assert maps[0] == maps[1]  # same documents, same splits; only the order differs
+        a, b = (manifest(tmp_path / f"{s}-{near}")["domains"]["math"]["splits"]["train"]
+                ["shards"][0]["sha256"] for s in ("1", "2"))
+        assert a != b
 
 
 def test_overwrite_removes_domains_the_new_recipe_lacks(tmp_path, jsonl_recipe):
     out = tmp_path / "out"
     assert run_prep("--recipe", str(jsonl_recipe()), "--out", str(out)) == 0
-    assert sorted(p.name for p in (out / "data.1").iterdir()) == [".prep-data", "alpha", "beta"]
+    assert sorted(p.name for p in (out / "data.1").iterdir()) == [".prep-data", "_hooks", "alpha",
+                                                                   "beta"]
     rng = random.Random(4)
     write_jsonl(tmp_path / "g.jsonl", [random_doc(rng) for _ in range(800)])
     recipe = write_recipe(tmp_path / "g.toml", {"gamma": {
         "source": "json", "data_files": ["g.jsonl"], "min_chars": 1}})
     assert run_prep("--recipe", str(recipe), "--out", str(out), "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == [".prep.lock", "data.2", "manifest.json"]
-    assert sorted(p.name for p in (out / "data.2").iterdir()) == [".prep-data", "gamma"]
+    assert sorted(p.name for p in (out / "data.2").iterdir()) == [".prep-data", "_hooks", "gamma"]
 
 
 def test_overwrite_of_a_pre_versioning_dataset_removes_its_domain_directories(

@@ -55,14 +55,15 @@ def test_a_step_and_its_counter_reach_records_manifest_progress_and_inspect(tmp_
     m = manifest(out)
     a, b = m["domains"]["alpha"], m["domains"]["beta"]
     assert a["steps"] == ["read", "length_filter", "drop_marked", "shuffle", "hash_split",
+                          "minhash", "tokenize"]
+    assert b["steps"] == ["read", "length_filter", "shuffle", "hash_split", "minhash",
                           "tokenize"]
-    assert b["steps"] == ["read", "length_filter", "shuffle", "hash_split", "tokenize"]
     c = a["counts"]
     assert (c["docs_marked"], c["docs_marked:XYZZY"], c["docs_marked:PLUGH"]) == (27, 20, 7)
     assert list(c)[:8] == ["docs_seen", "bytes_seen", "docs_bad", "docs_empty",
                            "docs_too_short", "docs_too_long", "docs_filtered", "docs_marked"]
     assert c["docs_seen"] == c["docs_filtered"] + c["docs_marked"] + c["docs_deduplicated"] \
-        + c["docs_kept"] + c["docs_over_budget"] + c["docs_bad"]
+        + c["docs_near_duplicates"] + c["docs_kept"] + c["docs_over_budget"] + c["docs_bad"]
     assert "docs_marked" not in b["counts"]
     assert m["recipe"]["domains"][0]["drop_markers"] == ["XYZZY", "PLUGH"]
     kept = texts(out, "alpha")
@@ -124,7 +125,7 @@ def test_a_column_and_a_commit_hook_that_drops_or_moves_documents(tmp_path, mode
     members: dict[int, list[tuple[str, str]]] = {}
     for name in ("alpha", "beta"):
         assert m["domains"][name]["steps"][-1] == "family_tag"
-        assert m["domains"][name]["commit_hooks"] == ["exact_dedup", "family"]
+        assert m["domains"][name]["commit_hooks"] == ["exact_dedup", "family", "near_dedup"]
         for split, docs in texts(a, name).items():
             for t in docs:
                 if (f := FAMILY.search(t)) is not None:

@@ -2,11 +2,13 @@
 
 Every task runs the steps its domain enables, in (order, name)::
 
-    read (0) -> length_filter (100) -> shuffle (200) -> hash_split (300) -> tokenize (400)
+    read (0) -> length_filter (100) -> shuffle (200) -> hash_split (300) -> minhash (350)
+    -> tokenize (400)
 
 and the commit runs the enabled hooks, in (order, name), over each group of candidates
-(`exact_dedup`, order 0, today). The contracts are in :mod:`prep.steps.base`, the built-in steps
-in :mod:`prep.steps.builtin`, the exact-dedup hook in :mod:`prep.dedup`.
+(`exact_dedup`, order 0, then `near_dedup`, 10). The contracts are in :mod:`prep.steps.base`,
+the built-in steps in :mod:`prep.steps.builtin`, the exact-dedup hook in :mod:`prep.dedup`, the
+near-dup step and hook in :mod:`prep.neardup`.
 
 **Add a step**: one class and (usually) one recipe key, in a module listed in `MODULES` (its
 `STEPS` tuple), or registered with :func:`registered` (tests)::
@@ -60,7 +62,10 @@ every domain in recipe order and each group's candidates in stream order (`Group
 another split). `judge` decides without changing state (it may run again on the same group with
 more documents); `accept` commits the first `used` documents and counts; `finish(counts)` runs
 after the last domain: a final check (exact dedup's leakage check) and counts only known at the
-end (a cluster-size histogram as keyed counters, into any domain's declared counters).
+end (a cluster-size histogram as keyed counters, into any domain's declared counters);
+`write(into, read)` runs before publishing: files written into `into` (the new dataset's
+``_hooks/<name>/``) are listed in the manifest's ``hooks.<name>`` with the parameters it returns,
+and checked by `shards verify`. On-disk state goes in ``self.scratch`` (the work directory).
 """
 
 from __future__ import annotations
@@ -76,8 +81,10 @@ from prep.steps.base import (
     CommitHook,
     Counters,
     Doc,
+    DocReader,
     Filter,
     Group,
+    HookOutput,
     Option,
     Step,
     TaskContext,
@@ -89,7 +96,7 @@ if TYPE_CHECKING:
 
 # Modules whose STEPS and HOOKS tuples make the pipeline (imported on first use, so that
 # `prep.recipe` can ask for options without importing readers or numpy-heavy modules first).
-MODULES = ("prep.steps.builtin", "prep.dedup")
+MODULES = ("prep.steps.builtin", "prep.dedup", "prep.neardup")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _registered: list[type] = []  # added by `registered` (tests, plugins)
 
@@ -188,7 +195,8 @@ def registered(*classes: type) -> Iterator[None]:
             _registered.remove(c)
 
 
-__all__ = ["Column", "CommitHook", "Counters", "Doc", "Filter", "Group", "MODULES", "Option",
+__all__ = ["Column", "CommitHook", "Counters", "Doc", "DocReader", "Filter", "Group",
+           "HookOutput", "MODULES", "Option",
            "Step", "TaskContext", "TaskError", "check", "columns", "components", "domain_hooks",
            "hooks", "options", "pipeline", "registered", "resolve_options", "steps",
            "task_counters"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -242,6 +243,20 @@ class Group:
         return self._columns[name]
 
 
+# (task id, document row) -> (text, provenance) of a document a task emitted
+DocReader = Callable[[str, int], tuple[str, dict[str, Any]]]
+
+
+@dataclass
+class HookOutput:
+    """What a commit hook publishes with the dataset (`CommitHook.write`): parameters and the
+    names of the files it wrote into its directory; the manifest lists them under
+    ``hooks.<name>`` with size and sha256, and `shards verify` checks them."""
+
+    params: dict[str, Any]
+    files: list[str]
+
+
 class CommitHook(_Component):
     """Cross-partition work in the commit (exact dedup today): one instance per run.
 
@@ -252,7 +267,13 @@ class CommitHook(_Component):
     once with how many leading documents the commit used (the budget may stop it mid-group):
     update the state with those and count. :meth:`finish` runs after the last domain (a final
     check, and counts only known at the end, such as a cluster-size histogram).
-    Hooks run in (order, name); each sees what earlier ones dropped or moved."""
+    Hooks run in (order, name); each sees what earlier ones dropped or moved.
+    :meth:`write` runs once the data is assembled, before publishing: a hook may write files
+    into the new dataset (examples for a reviewer) and record its parameters."""
+
+    # A directory of the run's work directory for a hook's on-disk state (files named after
+    # the hook), set by the commit; the commit is redone from scratch on --resume.
+    scratch: Path | None = None
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -274,4 +295,10 @@ class CommitHook(_Component):
         """After the last domain, with every domain's counters by name (to count what is only
         known at the end, into declared counters): a final check over everything committed,
         returning the error message if it fails."""
+        return None
+
+    def write(self, into: Path, read: DocReader) -> HookOutput | None:
+        """Before publishing (after :meth:`finish`): write files into `into` (the hook's own
+        directory in the new dataset version, ``_hooks/<name>/``; `read` gives any candidate
+        document's text and provenance) and say what the manifest records; None: nothing."""
         return None
