@@ -33,9 +33,9 @@ from prep.parts import TaskParts, TaskRecord
 from prep.plan import DomainPlan, Plan
 from prep.split import EVAL, TRAIN
 from prep.steps.base import MAX_BAD_EXAMPLES, CommitHook, Counters, Group, HookOutput
-from prep.steps.builtin import encoding
 from prep.task import TaskSpec, bad_records_message
 from shards.format import HOOKS_DIR
+from shards.tokenizer import reference_encoder
 
 COMMIT_COUNTERS = ("docs_kept", "bytes_kept", "docs_over_budget")
 LAYOUT_DTYPE = np.dtype([("slot", "<u4"), ("doc", "<u4"), ("tokens", "<u4")])
@@ -91,7 +91,8 @@ class DocReader:
 
     def __init__(self, task_dir: Path, plan: Plan) -> None:
         self.task_dir = task_dir
-        self.enc = encoding(plan.domains[0].settings.tokenizer_file if plan.domains else None)
+        self.enc = reference_encoder(plan.domains[0].settings.tokenizer_file
+                                     if plan.domains else None).encoding
         self.parts: dict[str, TaskParts] = {}
 
     def __call__(self, task: str, row: int) -> tuple[str, dict[str, Any]]:

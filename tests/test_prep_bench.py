@@ -89,7 +89,7 @@ def test_the_stage_split_names_every_stage(tmp_path: Path):
     corpus = inputs.write_code(tmp_path, mb=0.3, file_mb=0.3)
     res = stages.split(corpus.files, "tiktoken", repeat=1)
     assert list(res["stage_cpu_s"]) == ["disk", "decompress", "parse", "read", "length_filter",
-                                        "shuffle", "hash_split", "tokenize", "write"]
+                                        "shuffle", "hash_split", "minhash", "tokenize", "write"]
     assert res["encoder"].startswith("tiktoken ") and 0.29 < res["mb"] < 0.4
     assert all(v >= 0 for v in res["stage_cpu_s"].values())
     assert "tokenize" in stages.format_split(res)
