@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from prep_fixture import write_corpus
+from prep_fixture import run_prep, write_corpus
 
 from prep.bench import ceiling, ids, inputs, peers, stages
 from prep.bench.config import BenchConfig
@@ -23,6 +23,33 @@ def test_code_corpus_documents_are_distinct_and_sizes_are_file_prefixes(tmp_path
     assert len(set(texts)) == len(texts)  # every copy made distinct by its first line
     assert texts[0].startswith("# copy 0: ") and sum(len(t.encode()) for t in texts) >= 3e6
     assert corpus.prefix(1.5) == corpus.files[:2] and corpus.prefix(1e9) == corpus.files
+
+
+def test_code_copies_survive_prep_s_near_duplicate_removal_whole(tmp_path: Path, monkeypatch):
+    """Copies of the stdlib renamed per copy: prep's default pipeline (near-duplicate removal
+    on) keeps every document, so the bench's ids check and token counts hold."""
+    docs = inputs.stdlib_documents()[:40]
+    monkeypatch.setattr(inputs, "stdlib_documents", lambda: docs)
+    mb = sum(len(t.encode()) for _, t in docs) * 2.5 / 1e6  # three copies, the last partial
+    corpus = inputs.write_code(tmp_path / "in", mb=mb, file_mb=mb / 3)
+    texts = list(inputs.read_texts(corpus.files))
+    assert texts[-1].startswith("# copy 2: ") and "selfZ2" in "".join(texts[-5:])
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("seed = 1\n[domains.data]\nsource = \"json\"\n"
+                      f"data_files = {json.dumps(corpus.files)}\ntext_field = \"text\"\n"
+                      "min_chars = 1\nmax_chars = 1000000000\nsize_mb = 1000000\n")
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--min-eval-docs", "1") == 0
+    counts = json.loads((out / "manifest.json").read_text())["domains"]["data"]["counts"]
+    assert counts["docs_kept"] == len(texts) > 2 * len(docs)
+    assert counts["docs_near_duplicates"] == 0 and counts["docs_deduplicated"] == 0
+
+
+def test_near_duplicates_are_left_out_of_the_inputs():
+    a, b = [t for _, t in inputs.stdlib_documents() if len(t) > 20000][:2]  # distinct files
+    lines = a.splitlines(keepends=True)
+    edited = "".join(lines[:100] + lines[102:]) + "# one more line\n"  # Jaccard ~0.98 with a
+    assert inputs.drop_near_duplicates([a, b, edited, a]) == [True, True, False, False]
 
 
 def test_stream_digests_split_on_eot_before_or_after_each_document():

@@ -1,14 +1,18 @@
 """The inputs of `python -m prep.bench`: real code and generated mixed text, as JSONL.zst corpora.
 
-- **code**: the running Python's standard library `.py` files (real code), repeated until the
-  corpus holds the largest size asked for; each copy is made distinct by a first line
-  ``# copy <n>: <path>``, so no document is a duplicate of another and every tool keeps all of
-  them. Written as several ``code-NNNNN.jsonl.zst`` files of about ``file_mb`` MB of text each
+- **code**: the running Python's standard library `.py` files (real code) that are not near
+  duplicates of an earlier one (:func:`drop_near_duplicates`: prep's own signatures and
+  threshold), repeated until the corpus holds the largest size asked for; each copy is made
+  distinct by a first line ``# copy <n>: <path>`` and, from the second copy on, by a suffix
+  ``Z<n>`` on every identifier that is not a keyword (:func:`renamed`), so no document is an
+  exact or near duplicate of another: prep's default pipeline (near-duplicate removal on) keeps
+  every one, and every tool's output holds the same documents. Written as several ``code-NNNNN.jsonl.zst`` files of about ``file_mb`` MB of text each
   (records ``{"text", "path"}``), like a real corpus; a smaller input is a prefix of the files.
   The **one-file** shape of an input is the same data as one ``.jsonl.zst`` (:func:`one_file`:
   the files' zstandard frames one after another, a valid multi-frame file).
 - **mixed**: the old bench's generated input (:func:`generate_mixed`): unique documents, half
-  stdlib code chunks, half Zipf-distributed prose-like words, written the same way.
+  stdlib code chunks, half Zipf-distributed prose-like words, near duplicates left out (two
+  chunks of one file can overlap almost whole), written the same way.
 
 Sizes are MB (1e6 bytes) of UTF-8 document text.
 """
@@ -17,17 +21,26 @@ from __future__ import annotations
 
 import io
 import json
+import keyword
 import os
 import random
+import re
 import shutil
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import zstandard
 
 from prep.readers.stdlib import stdlib_files
+from shards import minhash
+
+NEAR_KIND = "prose"  # the shingles prep uses for the bench's domain ("data": not named code)
+NEAR_THRESHOLD = 0.8  # prep's default near_dedup_threshold
+_KEYWORDS = "|".join(keyword.kwlist + keyword.softkwlist)
+_IDENTIFIER = re.compile(rf"\b(?!(?:{_KEYWORDS})\b)[A-Za-z_][A-Za-z0-9_]*")
 
 WORDS_SEED = 1234
 ZSTD_LEVEL = 3
@@ -110,15 +123,43 @@ def stdlib_documents() -> list[tuple[str, str]]:
     return out
 
 
+def drop_near_duplicates(texts: list[str], kind: str = NEAR_KIND,
+                         threshold: float = NEAR_THRESHOLD) -> list[bool]:
+    """Which documents to keep so that no two kept ones are near duplicates by prep's own test
+    (`shards.minhash` signatures, estimated Jaccard >= `threshold` over any shared LSH band):
+    a document is dropped when it matches any earlier one. Every candidate pair is compared
+    (no bucket cap), so prep, whatever its order, finds no pair among the kept ones."""
+    sigs = [minhash.signatures(b, kind) for b in minhash.batches(texts)]
+    if not sigs:
+        return []
+    sig = np.concatenate([x.sig for x in sigs])
+    bands = np.concatenate([x.bands for x in sigs])
+    i, j = minhash.bucket_pairs(bands, cap=len(texts))
+    near = minhash.estimate(sig[i], sig[j]) >= threshold
+    keep = np.ones(len(texts), dtype=bool)
+    keep[i[near]] = False
+    return keep.tolist()
+
+
+def renamed(text: str, copy: int) -> str:
+    """`text` with ``Z<copy>`` after every identifier that is not a Python keyword (copy 0:
+    unchanged): a bijection of the document's words, so two copies share no shingle but those
+    made of keywords alone, while one copy keeps the originals' pairwise similarities."""
+    return text if copy == 0 else _IDENTIFIER.sub(rf"\g<0>Z{copy}", text)
+
+
 def write_code(folder: Path, mb: float, file_mb: float) -> Corpus:
     """The real-code corpus of at least `mb` MB of text (see the module docstring)."""
     folder.mkdir(parents=True, exist_ok=True)
     docs = stdlib_documents()
+    docs = [d for d, k in zip(docs, drop_near_duplicates([t for _, t in docs]), strict=True)
+            if k]
     w = _Writer(folder, "code", file_mb)
     copy = 0
     while w.total < mb * 1e6:
         for rel, text in docs:
-            w.add({"text": f"# copy {copy}: {rel}\n{text}", "path": f"copy{copy}/{rel}"})
+            w.add({"text": f"# copy {copy}: {rel}\n{renamed(text, copy)}",
+                   "path": f"copy{copy}/{rel}"})
             if w.total >= mb * 1e6:
                 break
         copy += 1
@@ -130,8 +171,10 @@ def write_mixed(folder: Path, mb: float, file_mb: float, seed: int = 0) -> Corpu
     """The old bench's generated input of ~`mb` MB (see :func:`generate_mixed`)."""
     folder.mkdir(parents=True, exist_ok=True)
     w = _Writer(folder, "mixed", file_mb)
-    for text in generate_mixed(mb, seed):
-        w.add({"text": text})
+    texts = list(generate_mixed(mb * 1.25, seed))  # a margin for the near duplicates left out
+    for text, keep in zip(texts, drop_near_duplicates(texts), strict=True):
+        if keep and w.total < mb * 1e6:
+            w.add({"text": text})
     w.close()
     return Corpus("mixed", w.files, w.mb)
 
