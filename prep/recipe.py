@@ -32,8 +32,8 @@ from prep.config import (
     DEFAULT_SIZE_MB,
     PrepConfig,
 )
-from prep.readers import GROUP_NAMES as GROUPS
-from prep.readers import SOURCE_NAMES as SOURCES
+from prep.source_names import GROUP_NAMES as GROUPS
+from prep.source_names import SOURCE_NAMES as SOURCES
 from shards.format import check_domain_name
 
 RECIPES_DIR = Path(__file__).with_name("recipes")

@@ -46,3 +46,23 @@ def test_every_reader_plans_json_partitions_that_workers_read(tmp_path: Path) ->
         assert [d for q in shipped for d in worker(src).read(q)] == direct and direct
         json.dumps(src.describe())
         json.dumps([worker(src).partition_record(q) for q in shipped])
+
+
+def test_recipe_validation_imports_no_reader_and_no_circle() -> None:
+    """prep.recipe knows the source names from the leaf registry: importing it loads nothing
+    of prep.readers, so readers may import the recipe's types without an import circle."""
+    import ast
+    import subprocess
+    import sys
+
+    import prep.recipe
+
+    tree = ast.parse(Path(prep.recipe.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("prep.readers")}
+    code = ("import sys, prep.recipe; "
+            "print(sorted(m for m in sys.modules if m.startswith('prep.readers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
