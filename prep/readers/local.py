@@ -20,12 +20,12 @@ from prep.readers.files import (
     check_unchanged,
     compression,
     empty_file_error,
-    expand,
     pack_files,
     sha256_range,
     spec_identity,
     stat_file,
 )
+from prep.readers.paths import expand
 
 
 class FileReader(Reader):
