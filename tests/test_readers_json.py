@@ -114,3 +114,40 @@ def test_truncated_zst_names_the_file(tmp_path: Path, cut: str) -> None:
     f.write_bytes({"half": z[: len(z) // 2], "tail": z[:-6], "frame": z + z[:8]}[cut])
     with pytest.raises(SourceError, match=r"cut\.jsonl\.zst: zstandard data is truncated"):
         docs_of(local_cfg("json", [str(f)]))
+
+
+def test_json_nested_too_deep_is_a_bad_record_naming_file_and_line(tmp_path: Path) -> None:
+    deep = b'{"content": "x", "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    f = tmp_path / "deep.jsonl"
+    f.write_bytes(jsonl(RECORDS[:2]) + deep + jsonl(RECORDS[2:]))
+    out = docs_of(local_cfg("json", [str(f)]))
+    assert [type(x).__name__ for x in out] == ["Document", "Document", "BadRecord", "Document"]
+    assert out[2].reason == (f"{f}: line 3: JSON nested deeper than Python's parser allows "
+                             f"({len(deep) - 1} bytes); flatten or remove that line")
+    at = len(jsonl(RECORDS[:2]))  # in a later byte range, the line is named by its offset
+    later = planned(local_cfg("json", [str(f)]), partition_bytes=at)
+    assert len(later.partitions()) > 2
+    bad = [x for x in read_all(later) if isinstance(x, BadRecord)]
+    assert [x.reason.split(": JSON")[0] for x in bad] == [f"{f}: line at byte {at}"]
+    arr = tmp_path / "deep.json"
+    arr.write_bytes(b'[{"content": "x"}, ' + deep.rstrip() + b"]")
+    with pytest.raises(SourceError, match=r"deep\.json: an element of the JSON array is nested "
+                                          r"deeper than Python's JSON parser allows; flatten"):
+        docs_of(local_cfg("json", [str(arr)]))
+
+
+def test_a_run_counts_a_deeply_nested_record_instead_of_failing(tmp_path: Path) -> None:
+    from prep_fixture import manifest, random_doc, run_prep, write_recipe
+
+    rng = __import__("random").Random(0)
+    docs = [{"content": random_doc(rng)} for _ in range(400)]
+    f = tmp_path / "code.jsonl"
+    f.write_bytes(jsonl(docs[:7]) + b'{"content": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n"
+                  + jsonl(docs[7:]))
+    recipe = write_recipe(tmp_path / "r.toml", {"code": {
+        "source": "json", "data_files": [str(f)], "text_field": "content", "min_chars": 1}})
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--workers", "1",
+                    "--max-bad-fraction", "0.01", "--min-eval-docs", "1") == 0
+    c = manifest(out)["domains"]["code"]["counts"]
+    assert c["docs_bad"] == 1 and c["docs_seen"] == 401

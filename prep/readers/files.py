@@ -2,8 +2,8 @@
 
 Everything the file readers (json, text, parquet) and the code/prose readers share:
 
-- :func:`expand`: data_files patterns -> sorted, de-duplicated paths (a pattern matching
-  nothing is an error);
+- :func:`expand` (from :mod:`prep.readers.paths`): data_files patterns -> sorted paths, each
+  real file once (a pattern matching nothing, or something that is not a file, is an error);
 - :class:`FileInfo`: a file's identity (size + mtime_ns), checked again in the worker;
 - :func:`sha256_range` / :func:`file_record`: checksums, computed in workers only;
 - :func:`iter_decompressed`: bytes decompressed by suffix (.gz .zst/.zstd .bz2 .xz), with
@@ -20,7 +20,6 @@ Everything the file readers (json, text, parquet) and the code/prose readers sha
 from __future__ import annotations
 
 import bz2
-import glob
 import hashlib
 import json
 import lzma
@@ -84,26 +83,6 @@ def check_unchanged(f: FileInfo, error: Callable[[str], Exception]) -> None:
         raise error(f"{f.path}: changed since the run was planned (was {f.size} bytes, "
                     f"mtime_ns {f.mtime_ns}; now {now.size} bytes, mtime_ns {now.mtime_ns}); "
                     "plan the run again")
-
-
-def expand(patterns: Iterable[str], error: Callable[[str], Exception]) -> list[str]:
-    """Paths of the files `patterns` name: each pattern's matches sorted, patterns in order,
-    duplicates dropped. A plain path is used as is (even with glob characters in it)."""
-    files: list[str] = []
-    seen: set[str] = set()
-    for pattern in patterns:
-        if os.path.isfile(pattern):
-            matches = [pattern]
-        else:
-            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise error(f"data_files pattern {pattern!r} matches no file; fix the path or glob "
-                        "(relative paths resolve against the recipe file)")
-        for m in matches:
-            if m not in seen:
-                seen.add(m)
-                files.append(m)
-    return files
 
 
 def spec_identity(spec: dict[str, Any]) -> str:
@@ -272,9 +251,14 @@ def open_lines(path: str, start: int | None = None, end: int | None = None,
     return line_lists(iter_range(path, start, end if end is not None else start, hasher))
 
 
-def bad_line(path: str, raw: bytes, pos: int, by_row: bool, e: ValueError) -> str:
-    """Why line `raw` (line index or byte offset `pos`) is unreadable: not UTF-8, bad JSON."""
+def bad_line(path: str, raw: bytes, pos: int, by_row: bool,
+             e: ValueError | RecursionError) -> str:
+    """Why line `raw` (line index or byte offset `pos`) is unreadable: not UTF-8, bad JSON,
+    JSON nested deeper than the parser allows."""
     where = f"{path}: line {pos + 1}" if by_row else f"{path}: line at byte {pos}"
+    if isinstance(e, RecursionError):
+        return (f"{where}: JSON nested deeper than Python's parser allows ({len(raw)} bytes); "
+                "flatten or remove that line")
     if isinstance(e, UnicodeDecodeError):
         return (f"{where}: bytes are not UTF-8 ({e.reason}: byte {raw[e.start]:#04x} at "
                 f"column {e.start + 1}); re-encode the file as UTF-8")

@@ -87,7 +87,7 @@ class JsonReader(FileReader):
                 at += len(raw) + 1
                 try:
                     obj = loads(raw.decode())
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
                     if not raw.strip(_WHITESPACE):
                         continue  # a blank line
                     obj = self._retry_bom(raw, first)
@@ -112,7 +112,7 @@ class JsonReader(FileReader):
         if first and raw.startswith(_BOM):
             try:
                 return json.loads(raw[len(_BOM):].decode())
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
         return None
 
@@ -129,6 +129,9 @@ class JsonReader(FileReader):
                     yield BadRecord(bad_field(f"{path} row {i}", self.text_field, obj))
         except ValueError as e:  # the parser's own messages name the file
             raise self._error(f"{e}; fix or re-create the file") from e
+        except RecursionError as e:  # an element nested too deep: no way to skip just it
+            raise self._error(f"{path}: an element of the JSON array is nested deeper than "
+                              "Python's JSON parser allows; flatten or remove it") from e
 
 
 def _decoded(chunks: Iterable[bytes], reader: JsonReader, path: str) -> Iterator[str]:
