@@ -10,7 +10,10 @@ is a numpy array operation; the dedup state is a :class:`~prep.dedup.KeySet` of 
 kept document. The commit only reads task metadata (not tokens), so its cost per token is ~0.
 
 When the merge needs more of a partition than its capped task gave, the commit asks for that
-partition's next cap level (:attr:`Committer.waiting_for`) and resumes when it is done.
+partition's next cap level (:attr:`Committer.waiting_for`) and resumes when it is done. A stream
+partition (`prep.readers.pieces`) is read as pieces, one task each: its stream in the merge is
+its pieces' documents one piece after another, and the commit asks for piece i+1 (at level 0)
+only when the merge needs more than pieces 0..i hold and piece i was read to its end.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from prep import order
 from prep.dedup import KeySet, first_occurrences, split_keys
 from prep.parts import MAX_BAD_EXAMPLES, TaskParts, TaskRecord
 from prep.plan import DomainPlan, Plan
+from prep.readers import Partition
 from prep.split import EVAL, TRAIN
 from prep.task import TaskSpec, bad_records_message
 from shards.format import CountsRecord
@@ -89,7 +93,7 @@ class Committer:
         self.earlier = KeySet()  # kept keys of committed domains
         self._d = 0  # current domain
         self._g = 0  # current group
-        self._levels: dict[int, int] = {}  # partition -> cap level, current domain
+        self._levels: dict[int, list[int]] = {}  # partition -> cap level of each piece read
         self._mine = KeySet()
         self._start_domain()
 
@@ -107,7 +111,8 @@ class Committer:
         if self.finished:
             return []
         d = self.domain
-        return [d.task(p, self._levels.get(p, 0)) for p in d.groups[self._g]]
+        return [d.task(p, level, piece) for p in d.groups[self._g]
+                for piece, level in enumerate(self._levels.get(p, [0]))]
 
     def all_unique(self) -> bool:
         """The leakage check: no kept content hash occurs twice, in any split of any domain
@@ -143,19 +148,26 @@ class Committer:
     def _commit_group(self, specs: list[TaskSpec], records: list[TaskRecord],
                       task_dir: Path) -> None:
         d, res = self.domain, self.results[self.domain.name]
-        m = order.merge(f"{self.plan.seed}:{d.name}:group:{self._g}",
-                        [r.counts.docs for r in records], [r.exhausted for r in records])
+        group = d.groups[self._g]
+        member = np.array([group.index(s.partition.index) for s in specs], dtype=np.int64)
+        counts = np.zeros(len(group), dtype=np.int64)  # a member's tasks: its pieces, in order
+        np.add.at(counts, member, [r.counts.docs for r in records])
+        last = dict(zip(member.tolist(), records, strict=True))  # each member's last task
+        m = order.merge(f"{self.plan.seed}:{d.name}:group:{self._g}", counts.tolist(),
+                        [_read_out(d.partitions[p], last[j]) for j, p in enumerate(group)])
         metas = [TaskParts(task_dir / s.id).meta for s in specs]
         offsets = np.cumsum([0] + [len(x) for x in metas])
         meta = np.concatenate(metas)
-        rows = meta[offsets[m.part] + m.doc]
+        at = offsets[np.searchsorted(member, np.arange(len(group)))][m.part] + m.doc
+        rows = meta[at]
         hi, lo = split_keys(rows["digest"])
         across = self.earlier.contains(hi, lo)
         dup = across | self._mine.contains(hi, lo) | ~first_occurrences(hi, lo)
         cut = self._budget_cut(rows, ~dup, res)
-        if cut is None and m.stalled_on is not None:  # needs more of a capped partition
-            p = d.groups[self._g][m.stalled_on]
-            self._levels[p] = self._levels.get(p, 0) + 1
+        if cut is None and m.stalled_on is not None:  # needs more of a partition:
+            p, levels = group[m.stalled_on], self._levels.get(group[m.stalled_on], [0])
+            self._levels[p] = (levels + [0] if last[m.stalled_on].exhausted  # its next piece
+                               else levels[:-1] + [levels[-1] + 1])  # its task, read further
             return
         used = len(rows) if cut is None else cut + 1
         keep = ~dup[:used]
@@ -163,7 +175,8 @@ class Committer:
         slots = np.arange(len(res.tasks), len(res.tasks) + len(specs), dtype=np.uint32)
         res.tasks += [s.id for s in specs]
         kept = rows[:used][keep]
-        part, doc = m.part[:used][keep], m.doc[:used][keep]
+        task = np.searchsorted(offsets, at, side="right") - 1  # the task holding each row
+        part, doc = task[:used][keep], (at - offsets[task])[:used][keep]
         for split, flag in ((TRAIN, 0), (EVAL, 1)):
             sel = kept["eval"] == flag
             lay = np.zeros(int(sel.sum()), dtype=LAYOUT_DTYPE)
@@ -233,3 +246,11 @@ class Committer:
         self.earlier.update(self._mine)
         self._d += 1
         self._start_domain()
+
+
+def _read_out(partition: Partition, record: TaskRecord) -> bool:
+    """Whether a partition has no document beyond its tasks so far (`record`: its last one):
+    that task read to its end and, for a stream partition, its piece was the stream's last."""
+    if not record.exhausted:
+        return False
+    return not partition.stream or bool((record.provenance or {}).get("last"))

@@ -57,9 +57,10 @@ class RayExecutor(Executor):
         self._pending.add(ref)
         return ref
 
-    def wait(self, handles: list[Handle]) -> list[tuple[Handle, Any, BaseException | None]]:
+    def wait(self, handles: list[Handle], timeout: float | None = None,
+             ) -> list[tuple[Handle, Any, BaseException | None]]:
         ray = self._ray
-        ready, _ = ray.wait(list(handles), num_returns=1)
+        ready, _ = ray.wait(list(handles), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
             self._pending.discard(ref)

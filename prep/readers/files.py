@@ -13,8 +13,8 @@ Everything the file readers (json, text, parquet) and the code/prose readers sha
   so the ranges of a file share its lines out, each line to exactly one range;
 - :func:`pack_files` / :func:`byte_ranges`: consecutive files packed into partitions of up to
   ``partition_bytes`` (a compressed file counting as COMPRESSION_RATIO times its size on disk);
-  a larger plain file split into byte ranges (used by
-  :class:`prep.readers.local.FileReader`).
+  a larger plain file split into byte ranges, a larger compressed file made a stream partition
+  cut into pieces (:mod:`prep.readers.pieces`) (used by :class:`prep.readers.local.FileReader`).
 """
 
 from __future__ import annotations
@@ -286,14 +286,15 @@ def text_size(f: FileInfo) -> int:
     return f.size * COMPRESSION_RATIO if compression(f.path) is not None else f.size
 
 
-def pack_files(files: list[FileInfo], limit: int) -> list[list[FileInfo]]:
-    """Consecutive files packed into groups of up to `limit` bytes (by :func:`text_size`); a
-    file larger than `limit` is a group of its own."""
+def pack_files(files: list[FileInfo], limit: int,
+               size_of: Callable[[FileInfo], int] = text_size) -> list[list[FileInfo]]:
+    """Consecutive files packed into groups of up to `limit` bytes of text (by `size_of`,
+    :func:`text_size` by default); a file larger than `limit` is a group of its own."""
     groups: list[list[FileInfo]] = []
     current: list[FileInfo] = []
     size = 0
     for f in files:
-        n = text_size(f)
+        n = size_of(f)
         if n > limit or (current and size + n > limit):
             if current:
                 groups.append(current)

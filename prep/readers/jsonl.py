@@ -34,6 +34,7 @@ NOT_JSONL = " (the file's first record: is it JSON Lines? check data_files)"
 class JsonReader(FileReader):
     name = "json"
     _how = "decompressed by suffix, one json.loads per line; JSON arrays parsed incrementally"
+    cuts_lines = True
 
     def format_rules(self) -> list[str]:
         return [f"each record's {self.text_field!r} field is one document, unchanged",
@@ -48,6 +49,14 @@ class JsonReader(FileReader):
         if parts and _first_byte(f.path) == b"[":
             return None  # a JSON array cannot be cut into byte ranges
         return parts
+
+    def _uncuttable(self, path: str, head: bytes) -> bool:
+        """A compressed JSON array is read whole (never cut); no records at all is an error."""
+        first = head.lstrip(_WHITESPACE)
+        if not first:
+            what = "holds only blank lines, no records" if head else "decompresses to nothing"
+            raise self._error(files.empty_file_error(path, what))
+        return first.removeprefix(_BOM).startswith(b"[")
 
     def _read_file(self, f: FileInfo, start: int | None, end: int | None, hasher: Any,
                    spec: dict[str, Any]) -> Iterator[Document | BadRecord]:

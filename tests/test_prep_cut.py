@@ -1,0 +1,158 @@
+"""One compressed file uses every worker: it is cut into pieces (prep.readers.pieces, read by
+the coordinator's cutter, prep.cutter), and the output is the same for any --workers, a kill
+and --resume at any stage, and job-array slices."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import socket
+from pathlib import Path
+
+import pytest
+import zstandard
+from prep_fixture import manifest, random_doc, run_prep, same_dataset, write_recipe
+from test_prep_faults import finished_tasks, gone, prep_cli, work_dir
+
+from prep.cutter import CUTS_DIR
+from prep.workdir import WORK_PREFIX
+
+OPTS = ("--partition-mb", "0.04", "--min-eval-docs", "5")  # ~25 pieces of ~40 KB
+UNBUDGETED = ("--size-mb", "1000")
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory) -> tuple[Path, bytes]:
+    """A recipe over one .jsonl.zst of ~1 MB of text (estimated 4x its size: one stream)."""
+    root = tmp_path_factory.mktemp("stream")
+    rng = random.Random(7)
+    raw = "".join(json.dumps({"text": random_doc(rng, 20, 300), "id": i}) + "\n"
+                  for i in range(1200)).encode()
+    (root / "code.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(raw))
+    recipe = write_recipe(root / "recipe.toml", {"code": {
+        "source": "json", "data_files": ["code.jsonl.zst"], "min_chars": 1}}, seed=3,
+        block_size=16)
+    return recipe, raw
+
+
+@pytest.fixture(scope="module")
+def straight(stream, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "out"
+    assert run_prep("--recipe", str(stream[0]), "--out", str(out), "--workers", "1", *OPTS,
+                    *UNBUDGETED) == 0
+    return out
+
+
+def pieces_of(out: Path) -> list[dict]:
+    return manifest(out)["domains"]["code"]["partitions"]
+
+
+def test_one_compressed_file_is_cut_into_pieces_whatever_the_workers(stream, straight,
+                                                                     tmp_path):
+    recipe, raw = stream
+    parts = pieces_of(straight)
+    n = len(parts)
+    assert n >= 20
+    assert [p["key"] for p in parts] == [f"code.jsonl.zst#{i}" for i in range(n)]
+    assert [p["task"] for p in parts] == [f"code.000000.p{i:05d}.L0" for i in range(n)]
+    files = [p["provenance"]["files"][0] for p in parts]
+    assert files[0]["text_start"] == 0 and files[-1]["text_end"] == len(raw)
+    assert all(a["text_end"] == b["text_start"] for a, b in zip(files, files[1:], strict=False))
+    assert all(f["text_sha256"] == hashlib.sha256(raw[f["text_start"]:f["text_end"]]).hexdigest()
+               for f in files)
+    assert [p["provenance"]["last"] for p in parts] == [False] * (n - 1) + [True]
+    zst = recipe.parent / "code.jsonl.zst"
+    assert files[-1]["sha256"] == hashlib.sha256(zst.read_bytes()).hexdigest()
+    order = manifest(straight)["domains"]["code"]["order"]
+    assert order["partitions_planned"] == order["partitions_read"] == 1
+    assert order["tasks_read"] == n
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(recipe), "--out", str(out), "--workers", "3", *OPTS,
+                    *UNBUDGETED) == 0
+    same_dataset(out, straight)
+    assert not list(out.glob(f"{WORK_PREFIX}*"))
+
+
+def test_every_worker_gets_work_and_a_kill_at_the_commit_resumes(stream, straight, tmp_path):
+    recipe, _ = stream
+    out = tmp_path / "out"
+    common = ("--recipe", str(recipe), "--out", str(out), "--workers", "3", *OPTS, *UNBUDGETED)
+    r = prep_cli(*common, kill_at="commit")  # every task done, nothing assembled
+    assert r.returncode == -9, r.stderr
+    work = work_dir(out)
+    workers = json.loads((work / "workers.json").read_text())["workers"]
+    records = [json.loads((work / "tasks" / t / "done.json").read_text())
+               for t in finished_tasks(work)]
+    per_worker = {pid: sum(rec["pid"] == pid for rec in records) for pid in workers}
+    assert len(records) >= 20 and sum(per_worker.values()) == len(records)
+    assert all(per_worker.values()), per_worker  # each of the 3 workers ran pieces
+    assert {rec["host"] for rec in records} == {socket.gethostname()}
+    assert all(gone(p) for p in workers)
+    r = prep_cli(*common, "--resume")
+    assert r.returncode == 0, r.stderr
+    same_dataset(out, straight)
+    assert manifest(out)["run"]["tasks_reused"] == len(records)
+
+
+@pytest.mark.parametrize("kill_at", ["cut:3", "after-task:4", "task-start:code.000000.p00005.L0"])
+def test_kill_9_while_cutting_or_working_then_resume_is_byte_identical(stream, straight,
+                                                                       tmp_path, kill_at):
+    recipe, _ = stream
+    out = tmp_path / "out"
+    common = ("--recipe", str(recipe), "--out", str(out), "--workers", "2", *OPTS, *UNBUDGETED)
+    r = prep_cli(*common, kill_at=kill_at)
+    assert r.returncode == (-9 if not kill_at.startswith("task-start") else 1), r.stderr
+    work = work_dir(out)
+    finished = finished_tasks(work)
+    if kill_at.startswith("cut"):  # the coordinator died with spills on disk
+        (left,) = (work / CUTS_DIR).iterdir()
+        assert len(list(left.iterdir())) >= 3
+    r = prep_cli(*common, "--resume")
+    assert r.returncode == 0, r.stderr
+    same_dataset(out, straight)
+    assert manifest(out)["run"]["tasks_reused"] == len(finished)
+    assert not list(out.glob(f"{WORK_PREFIX}*"))
+
+
+def test_slices_share_the_pieces_of_one_file(stream, straight, tmp_path):
+    recipe, _ = stream
+    out = tmp_path / "out"
+    common = ("--recipe", str(recipe), "--out", str(out), "--workers", "1", *OPTS, *UNBUDGETED)
+    for i in (2, 0, 1):
+        assert run_prep(*common, "--num-tasks", "3", "--task-index", str(i)) == 0
+    work = work_dir(out)
+    ran = {i: json.loads((work / "slices" / f"{i}-of-3.json").read_text())["ran"]
+           for i in range(3)}
+    n = len(pieces_of(straight))
+    assert sorted(t for r in ran.values() for t in r) == sorted(
+        f"code.000000.p{j:05d}.L0" for j in range(n))  # every piece once, by its slice
+    assert all(t.startswith(f"code.000000.p{j:05d}") for i, r in ran.items() for t in r
+               for j in [int(t.split(".p")[1][:5])] if j % 3 == i)
+    assert not list((work / CUTS_DIR).iterdir())  # each slice removed its spills
+    assert run_prep(*common, "--commit-only") == 0
+    same_dataset(out, straight)
+    assert manifest(out)["run"]["tasks_reused"] == n
+
+
+def test_a_budget_reads_the_stream_no_further_than_it_needs(stream, tmp_path):
+    recipe, raw = stream
+    out = tmp_path / "out"
+    common = ("--recipe", str(recipe), "--out", str(out), "--workers", "2", *OPTS,
+              "--size-mb", "0.05", "--min-eval-docs", "1")
+    r = prep_cli(*common, kill_at="commit")
+    assert r.returncode == -9, r.stderr
+    work = work_dir(out)
+    ran = [int(t.split(".p")[1][:5]) for t in finished_tasks(work)]
+    (spills,) = (work / CUTS_DIR).iterdir()
+    spilled = [int(p.name.split(".p")[1]) for p in spills.iterdir()]
+    read = max(ran + spilled) + 1  # pieces decompressed at most: those and the one being read
+    assert read <= 8 < len(raw) // 40_000  # the cutter stopped early: a budget and its lead
+    r = prep_cli(*common, "--resume")
+    assert r.returncode == 0, r.stderr
+    once = tmp_path / "once"
+    assert run_prep(*common[:3], str(once), *common[4:]) == 0
+    same_dataset(out, once)
+    parts = pieces_of(once)
+    assert [p["key"] for p in parts] == [f"code.jsonl.zst#{i}" for i in range(len(parts))]
+    assert manifest(once)["domains"]["code"]["budget_reached"]
