@@ -16,7 +16,7 @@ import pytest
 import zstandard
 from readers_fixture import jsonl, local_cfg, planned, worker
 
-from prep.readers import Document, SourceError, pieces
+from prep.readers import BadRecord, Document, SourceError, pieces
 from prep.readers import files as rfiles
 from prep.readers.wikitext import group_articles
 from prep.recipe import DomainConfig
@@ -50,8 +50,8 @@ def test_a_line_longer_than_a_piece_leaves_empty_pieces() -> None:
 
 
 def test_rows_are_cut_by_the_bytes_of_their_texts() -> None:
-    rows = [pieces.row_line(r, "é" * r, {"id": r}) for r in range(8)]
-    rows.insert(3, pieces.row_line(99, None, bad="row 99: no text"))
+    rows = [pieces.row_line("é" * r, {"row": r}) for r in range(8)]
+    rows.insert(3, pieces.row_line(None, bad="row 99: no text"))
     got = list(pieces.cut_rows(rows, 12))
     offsets = [0]
     for n, _ in rows:
@@ -59,8 +59,11 @@ def test_rows_are_cut_by_the_bytes_of_their_texts() -> None:
     for p in got:
         held = [i for i, at in enumerate(offsets[:-1]) if p.index * 12 <= at < (p.index + 1) * 12]
         assert p.data == b"".join(rows[i][1] for i in held)
-    assert [r["r"] for p in got for r in pieces.iter_rows(p.data)] == [0, 1, 2, 99, 3, 4, 5, 6, 7]
-    assert list(pieces.iter_rows(got[0].data))[0] == {"r": 0, "t": "", "p": {"id": 0}}
+    records = [r for p in got for r in pieces.row_records(p.data)]
+    assert [getattr(r, "source", None) for r in records] == [
+        {"row": 0}, {"row": 1}, {"row": 2}, None, *({"row": r} for r in range(3, 8))]
+    assert records[3] == BadRecord("row 99: no text") and records[8] == Document("é" * 7,
+                                                                                  {"row": 7})
 
 
 def write_stream(path: Path, raw: bytes, level: int = 3) -> Path:

@@ -24,8 +24,8 @@ removed, or this process runs slices without a coordinator) runs the same read i
 piece: slower (it re-reads the prefix), never different.
 
 Payloads: the piece's raw lines for line streams (:func:`cut_lines`); JSON Lines of
-``{"r": row, "t": text, "p": {provenance}}`` or ``{"r": row, "b": reason}`` (a bad row) for row
-streams (:func:`row_line`).
+``{"t": text, "p": {provenance}}`` or ``{"b": reason}`` (a bad row) for row streams
+(:func:`row_line`, :func:`row_records`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prep.readers.base import Partition
+from prep.readers.base import BadRecord, Document, Partition
 
 if TYPE_CHECKING:
     from prep.readers.base import Reader
@@ -100,15 +100,15 @@ def cut_lines(chunks: Iterable[bytes], size: int) -> Iterator[Piece]:
     yield Piece(i, bytes(buf[start - base:]), start, base + len(buf), last=True)
 
 
-def row_line(row: int, text: str | None, provenance: dict[str, Any] | None = None,
+def row_line(text: str | None, provenance: dict[str, Any] | None = None,
              bad: str | None = None) -> tuple[int, bytes]:
     """(stream bytes, payload line) of one row of a row stream: a document's text and
     provenance, or the reason it is bad. Its stream bytes are its text's UTF-8 length + 1.
     (ASCII JSON: a lone surrogate in a text survives the trip as its escape.)"""
     if bad is not None:
-        return 1, json.dumps({"r": row, "b": bad}).encode() + b"\n"
+        return 1, json.dumps({"b": bad}).encode() + b"\n"
     assert text is not None
-    line = json.dumps({"r": row, "t": text, "p": provenance or {}}).encode() + b"\n"
+    line = json.dumps({"t": text, "p": provenance or {}}).encode() + b"\n"
     return len(text.encode("utf-8", "surrogatepass")) + 1, line
 
 
@@ -129,10 +129,11 @@ def cut_rows(rows: Iterable[tuple[int, bytes]], size: int) -> Iterator[Piece]:
     yield Piece(i, b"".join(lines), start, at, last=True)
 
 
-def iter_rows(data: bytes) -> Iterator[dict[str, Any]]:
-    """The rows of a row-stream payload, as :func:`row_line` wrote them."""
+def row_records(data: bytes) -> Iterator[Document | BadRecord]:
+    """The records of a row-stream payload, as :func:`row_line` wrote them."""
     for line in data.splitlines():
-        yield json.loads(line)
+        row = json.loads(line)
+        yield Document(row["t"], row["p"]) if "t" in row else BadRecord(row["b"])
 
 
 # --------------------------------------------------------------------------- spills
