@@ -156,3 +156,29 @@ def test_a_budget_reads_the_stream_no_further_than_it_needs(stream, tmp_path):
     parts = pieces_of(once)
     assert [p["key"] for p in parts] == [f"code.jsonl.zst#{i}" for i in range(len(parts))]
     assert manifest(once)["domains"]["code"]["budget_reached"]
+
+
+def test_parquet_row_groups_and_one_large_row_group_are_cut(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(9)
+    texts = [random_doc(rng, 20, 300) for _ in range(1500)]
+    pq.write_table(pa.table({"text": texts[:700]}), tmp_path / "a.parquet", row_group_size=100,
+                   compression="zstd")  # several row groups
+    pq.write_table(pa.table({"text": texts[700:]}), tmp_path / "b.parquet",
+                   compression="zstd")  # one large row group
+    recipe = write_recipe(tmp_path / "r.toml", {"code": {
+        "source": "parquet", "data_files": ["*.parquet"], "min_chars": 1}}, seed=3,
+        block_size=16)
+    outs = []
+    for workers in ("1", "3"):
+        outs.append(tmp_path / f"out{workers}")
+        assert run_prep("--recipe", str(recipe), "--out", str(outs[-1]), "--workers", workers,
+                        *OPTS, "--partition-mb", "0.1", *UNBUDGETED) == 0
+    same_dataset(outs[1], outs[0])
+    keys = sorted(p["key"] for p in pieces_of(outs[0]))
+    assert [k for k in keys if k.startswith("a.")] == [f"a.parquet#rg{k}" for k in range(7)]
+    big = [k for k in keys if k.startswith("b.")]
+    assert len(big) >= 5 and big == sorted(f"b.parquet#rg0#{i}" for i in range(len(big)))
+    assert manifest(outs[0])["domains"]["code"]["counts"]["docs_kept"] == 1500

@@ -151,7 +151,9 @@ def test_packing_splitting_and_keys(tmp_path: Path) -> None:
     assert len(parts) == 4 + n_ranges and [p.index for p in parts] == list(range(len(parts)))
     assert parts[3].spec["start"] == 0 and parts[3].spec["end"] == limit
     assert parts[-1].spec == {"files": [{"path": str(comp), "size": comp.stat().st_size,
-                                         "mtime_ns": comp.stat().st_mtime_ns}]}
+                                         "mtime_ns": comp.stat().st_mtime_ns}],
+                              "cut": limit}  # a stream partition: cut into pieces as read
+    assert parts[-1].stream and not parts[3].stream
     again = planned(cfg("json", [sub / "*"]), partition_bytes=limit).partitions()
     assert [p.to_dict() for p in again] == [p.to_dict() for p in parts]  # stable plan
     out = read_all(src)

@@ -186,10 +186,26 @@ class FileReader(Reader):
             yield from self._read_file(f, None, None, hasher, partition.spec)
             entry = _record(f.path, f.size, None, None, hasher.hexdigest())
         else:
-            yield from self._lines(f.path, line_lists([(piece.start, piece.data)]),
-                                   by_row=piece.start == 0)
-            entry = _piece_record(f, piece)
+            yield from self._piece_records(f, piece)
+            entry = self._piece_entry(f, partition, piece)
         self._pieces[partition.key] = {"files": [entry], "last": piece.last}
+
+    def _piece_records(self, f: FileInfo, piece: pieces.Piece) -> Iterator[Document | BadRecord]:
+        """A piece's records from its payload (line readers: its lines)."""
+        return self._lines(f.path, line_lists([(piece.start, piece.data)]),
+                           by_row=piece.start == 0)
+
+    def _piece_entry(self, f: FileInfo, partition: Partition,
+                     piece: pieces.Piece) -> dict[str, Any]:
+        """A piece's entry in its partition record: its range of the decompressed text and
+        that text's sha256; the last piece also has the file's size and sha256 (the cutter
+        read all of it)."""
+        out: dict[str, Any] = {"path": f.path, "piece": piece.index, "text_start": piece.start,
+                               "text_end": piece.end,
+                               "text_sha256": hashlib.sha256(piece.data).hexdigest()}
+        if piece.last:
+            out.update(piece.extra)
+        return out
 
     def partitions_after(self, partition: Partition) -> Iterator[Partition]:
         if partition.piece is None:
@@ -214,7 +230,7 @@ class FileReader(Reader):
                 piece = pieces.load(self, partition)
                 f = FileInfo.from_spec(partition.spec["files"][0])
                 entry = (_record(f.path, f.size, None, None, sha256_range(f.path)) if piece.whole
-                         else _piece_record(f, piece))
+                         else self._piece_entry(f, partition, piece))
                 rec = {"files": [entry], "last": piece.last}
             return rec
         records = self._digests.pop(partition.key, None)
@@ -249,13 +265,3 @@ def _record(path: str, size: int, start: int | None, end: int | None,
         return {"path": path, "bytes": size, "sha256": sha256}
     return {"path": path, "start": start, "end": end, "sha256": sha256}
 
-
-def _piece_record(f: FileInfo, piece: pieces.Piece) -> dict[str, Any]:
-    """A stream piece's entry: its range of the decompressed text and that text's sha256; the
-    last piece also has the file's size and sha256 (the cutter read all of it)."""
-    out: dict[str, Any] = {"path": f.path, "piece": piece.index, "text_start": piece.start,
-                           "text_end": piece.end,
-                           "text_sha256": hashlib.sha256(piece.data).hexdigest()}
-    if piece.last:
-        out.update(piece.extra)
-    return out
