@@ -182,3 +182,25 @@ def test_parquet_row_groups_and_one_large_row_group_are_cut(tmp_path):
     big = [k for k in keys if k.startswith("b.")]
     assert len(big) >= 5 and big == sorted(f"b.parquet#rg0#{i}" for i in range(len(big)))
     assert manifest(outs[0])["domains"]["code"]["counts"]["docs_kept"] == 1500
+
+
+def test_the_commit_reads_each_piece_once_not_once_per_piece(stream, straight, tmp_path,
+                                                             monkeypatch):
+    """A stream of n pieces makes the commit wait n times; it resumes its merge each time
+    (prep.order.MergeState) and reads each task's metadata once, never all pieces again."""
+    import prep.commit
+
+    loads: list[str] = []
+    real = prep.commit.TaskParts
+
+    def counted(task_dir):
+        loads.append(Path(task_dir).name)
+        return real(task_dir)
+
+    monkeypatch.setattr(prep.commit, "TaskParts", counted)
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(stream[0]), "--out", str(out), "--workers", "2", *OPTS,
+                    *UNBUDGETED) == 0
+    same_dataset(out, straight)
+    n = len(pieces_of(straight))
+    assert sorted(loads) == sorted(f"code.000000.p{i:05d}.L0" for i in range(n))

@@ -91,13 +91,13 @@ def cut_lines(chunks: Iterable[bytes], size: int) -> Iterator[Piece]:
                 scan = base + nl
                 break
             cut = base + nl + 1
-            yield Piece(i, bytes(buf[start - base:nl + 1]), start, cut, last=False)
+            yield Piece(i, bytes(memoryview(buf)[start - base:nl + 1]), start, cut, last=False)
             for empty in range(i + 1, cut // size):  # a line longer than `size` covers them
                 yield Piece(empty, b"", cut, cut, last=False)
             i, start = cut // size, cut
             del buf[:cut - base]
             base = cut
-    yield Piece(i, bytes(buf[start - base:]), start, base + len(buf), last=True)
+    yield Piece(i, bytes(memoryview(buf)[start - base:]), start, base + len(buf), last=True)
 
 
 def row_line(text: str | None, provenance: dict[str, Any] | None = None,
