@@ -108,6 +108,11 @@ def test_kill_9_while_cutting_or_working_then_resume_is_byte_identical(stream, s
     if kill_at.startswith("cut"):  # the coordinator died with spills on disk
         (left,) = (work / CUTS_DIR).iterdir()
         assert len(list(left.iterdir())) >= 3
+    if finished:  # without --resume: reported (a lower bound of the tasks), not reused
+        r = prep_cli(*common)
+        assert r.returncode == 1
+        assert f"({len(finished)} of 1+ planned tasks finished, in {work}): pass --resume" \
+            in r.stderr
     r = prep_cli(*common, "--resume")
     assert r.returncode == 0, r.stderr
     same_dataset(out, straight)
@@ -204,3 +209,12 @@ def test_the_commit_reads_each_piece_once_not_once_per_piece(stream, straight, t
     same_dataset(out, straight)
     n = len(pieces_of(straight))
     assert sorted(loads) == sorted(f"code.000000.p{i:05d}.L0" for i in range(n))
+
+
+def test_ray_runs_the_pieces_the_coordinator_cuts(stream, straight, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # a new local instance regardless
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(stream[0]), "--out", str(out), "--executor", "ray",
+                    "--workers", "2", *OPTS, *UNBUDGETED) == 0
+    same_dataset(out, straight)
