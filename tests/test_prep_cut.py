@@ -218,3 +218,23 @@ def test_ray_runs_the_pieces_the_coordinator_cuts(stream, straight, tmp_path, mo
     assert run_prep("--recipe", str(stream[0]), "--out", str(out), "--executor", "ray",
                     "--workers", "2", *OPTS, *UNBUDGETED) == 0
     same_dataset(out, straight)
+
+
+def test_a_stream_damaged_near_its_end_fails_the_run_in_one_line(stream, tmp_path, capsys):
+    recipe, raw = stream
+    data = zstandard.ZstdCompressor(level=3).compress(raw)
+    (tmp_path / "code.jsonl.zst").write_bytes(data[:-40])  # the last block cut short
+    bad = write_recipe(tmp_path / "r.toml", {"code": {
+        "source": "json", "data_files": ["code.jsonl.zst"], "min_chars": 1}}, seed=3,
+        block_size=16)
+    out = tmp_path / "out"
+    assert run_prep("--recipe", str(bad), "--out", str(out), "--workers", "2", *OPTS,
+                    *UNBUDGETED) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"prep: error: [domains.code] {tmp_path / 'code.jsonl.zst'}: "
+                          "zstandard data is truncated (the last frame never ends)")
+    assert "Traceback" not in err and "finished tasks are kept" in err
+    assert len(list((work_dir(out) / "tasks").iterdir())) >= 10  # the pieces before it ran
+    budget = tmp_path / "budget"  # a budget that never reads that far never sees it
+    assert run_prep("--recipe", str(bad), "--out", str(budget), "--workers", "2", *OPTS,
+                    "--size-mb", "0.05", "--min-eval-docs", "1") == 0
