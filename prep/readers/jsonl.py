@@ -7,9 +7,11 @@ never split.
 
 Provenance: ``{"file", "row"}`` (0-based line of a JSON Lines file, element of an array) for
 partitions that start at the file's start; ``{"file", "byte"}`` (the line's offset) for the
-later byte ranges of a split file. A malformed or non-UTF-8 line, or a record without a string
-text field, is a BadRecord naming the file and line; in a file's first record it is an error
-(the file is probably not JSON Lines, or text_field is wrong).
+later byte ranges of a split file, and for the later pieces of a large compressed file (the
+offset in its decompressed text: `prep.readers.pieces`). A malformed or non-UTF-8 line, a line
+nested deeper than the parser allows, or a record without a string text field, is a BadRecord
+naming the file and line; in a file's first record it is an error (the file is probably not
+JSON Lines, or text_field is wrong).
 """
 
 from __future__ import annotations
