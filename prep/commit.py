@@ -14,13 +14,18 @@ Each domain's counters (`prep.steps.Counters`) are its tasks' counters summed (t
 commit used), then the hooks', then the commit's own (`COMMIT_COUNTERS`).
 
 When the merge needs more of a partition than its capped task gave, the commit asks for that
-partition's next cap level (:attr:`Committer.waiting_for`) and resumes when it is done.
+partition's next cap level (:attr:`Committer.waiting_for`) and resumes when it is done: what
+the merge gave up to that point is committed, and the merge resumes from its state (it is
+prefix-stable), so a group costs one pass over its documents however often it waits. A stream
+partition (`prep.readers.pieces`) is read as pieces, one task each: its stream in the merge is
+its pieces' documents one piece after another, and the commit asks for piece i+1 (at level 0)
+only when the merge needs more than pieces 0..i hold and piece i was read to its end.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,9 @@ import numpy as np
 
 from prep import order
 from prep import steps as registry
-from prep.parts import TaskParts, TaskRecord
+from prep.parts import META_DTYPE, TaskParts, TaskRecord
 from prep.plan import DomainPlan, Plan
+from prep.readers import Partition
 from prep.split import EVAL, TRAIN
 from prep.steps.base import MAX_BAD_EXAMPLES, CommitHook, Counters, Group, HookOutput
 from prep.task import TaskSpec, bad_records_message
@@ -39,6 +45,7 @@ from shards.tokenizer import reference_encoder
 
 COMMIT_COUNTERS = ("docs_kept", "bytes_kept", "docs_over_budget")
 LAYOUT_DTYPE = np.dtype([("slot", "<u4"), ("doc", "<u4"), ("tokens", "<u4")])
+_SPAN = 1 << 40  # (partition, document) as one sortable int64: documents per partition < this
 
 
 class CommitError(RuntimeError):
@@ -113,6 +120,22 @@ class DocReader:
             p.close()
 
 
+@dataclass
+class _Group:
+    """The current group's progress. Its merge is committed a segment at a time: up to each
+    point where it needs more of a partition (a capped task read further, a stream's next
+    piece), where the merge's state is kept to resume from (so a stream of n pieces costs one
+    pass over its documents, not n)."""
+
+    levels: dict[int, list[int]] = field(default_factory=dict)  # partition -> level per piece
+    first: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first
+    #                                  piece still read, its first document's index)
+    state: order.MergeState | None = None
+    used: int = 0  # merged positions committed
+    retired: list[tuple[TaskSpec, TaskRecord]] = field(default_factory=list)  # pieces read out
+    kept: dict[str, int] = field(default_factory=dict)  # partition (piece) key -> docs kept
+
+
 class Committer:
     """Commits domains group by group as their tasks finish; see the module docstring."""
 
@@ -131,7 +154,8 @@ class Committer:
         self._active: list[CommitHook] = []  # the current domain's hooks
         self._d = 0  # current domain
         self._g = 0  # current group
-        self._levels: dict[int, int] = {}  # partition -> cap level, current domain
+        self._group = _Group()
+        self._slots: dict[str, int] = {}  # task id -> layout slot, current domain
         self._start_domain()
 
     # ------------------------------------------------------------------ state
@@ -144,11 +168,14 @@ class Committer:
         return self.plan.domains[self._d]
 
     def waiting_for(self) -> list[TaskSpec]:
-        """The tasks the commit needs next (the current group's, at their cap levels)."""
+        """The tasks the commit needs next: the current group's, at their cap levels (a
+        stream's pieces from the first one the merge has not read out)."""
         if self.finished:
             return []
-        d = self.domain
-        return [d.task(p, self._levels.get(p, 0)) for p in d.groups[self._g]]
+        d, gr = self.domain, self._group
+        return [d.task(p, levels[piece], piece) for p in d.groups[self._g]
+                for levels in [gr.levels.get(p, [0])]
+                for piece in range(gr.first.get(p, (0, 0))[0], len(levels))]
 
     def final_check(self) -> str | None:
         """The hooks' checks over everything committed (exact dedup's: the leakage check, no
@@ -189,7 +216,7 @@ class Committer:
         if self.finished:
             return
         d = self.domain
-        self._g, self._levels = 0, {}
+        self._g, self._group, self._slots = 0, _Group(), {}
         layouts = {}
         for split in (TRAIN, EVAL):
             path = self.layout_dir / f"{d.name}.{split}.bin"
@@ -208,55 +235,111 @@ class Committer:
 
     def _commit_group(self, specs: list[TaskSpec], records: list[TaskRecord],
                       task_dir: Path) -> None:
-        d, res = self.domain, self.results[self.domain.name]
-        m = order.merge(f"{self.plan.seed}:{d.name}:group:{self._g}",
-                        [r.docs for r in records], [r.exhausted for r in records])
-        parts = [TaskParts(task_dir / s.id) for s in specs]
-        offsets = np.cumsum([0] + [len(p.meta) for p in parts])
-        at = offsets[m.part] + m.doc  # each stream position's row in the tasks' concatenation
+        """Commit the group's next segment: its merge from where it stopped, up to the end,
+        the budget, or the next point where it needs more of a partition. The hooks judge and
+        accept each segment once (a later segment sees the earlier ones as committed state)."""
+        d, res, gr = self.domain, self.results[self.domain.name], self._group
+        group = d.groups[self._g]
+        member = np.array([group.index(s.partition.index) for s in specs], dtype=np.int64)
+        docs = np.array([r.docs for r in records], dtype=np.int64)
+        start = np.array([gr.first.get(p, (0, 0))[1] for p in group], dtype=np.int64)[member]
+        for i in range(1, len(specs)):  # a task's first document in its partition's stream
+            if member[i] == member[i - 1]:
+                start[i] = start[i - 1] + docs[i - 1]
+        counts = np.zeros(len(group), dtype=np.int64)
+        np.maximum.at(counts, member, start + docs)
+        last = dict(zip(member.tolist(), records, strict=True))  # each partition's last task
+        m = order.merge(f"{self.plan.seed}:{d.name}:group:{self._g}", counts.tolist(),
+                        [_read_out(d.partitions[p], last[j]) for j, p in enumerate(group)],
+                        gr.state)
+        task = np.searchsorted(member * _SPAN + start, m.part * _SPAN + m.doc, side="right") - 1
+        doc = m.doc - start[task]
+        parts = {int(i): TaskParts(task_dir / specs[i].id) for i in np.unique(task)}
+        columns = dict(d.settings.columns)
 
-        def column(name: str) -> np.ndarray:
-            return np.concatenate([p.column(name) for p in parts])[at]
+        def gather(pick: Callable[[TaskParts], np.ndarray], dtype: Any,
+                   shape: tuple[int, ...] = ()) -> np.ndarray:
+            """Each merged position's row of a per-document array of its task."""
+            out = np.zeros((len(task), *shape), dtype=dtype)
+            for i, p in parts.items():
+                sel = task == i
+                out[sel] = pick(p)[doc[sel]]
+            return out
 
-        rows = np.concatenate([p.meta for p in parts])[at]
-        group = Group(d, self._g, [s.id for s in specs], rows, m.part, m.doc, column)
-        verdicts = [h.judge(group) for h in self._active]
-        cut = self._budget_cut(group.rows, group.keep, res)
-        if cut is None and m.stalled_on is not None:  # needs more of a capped partition
-            p = d.groups[self._g][m.stalled_on]
-            self._levels[p] = self._levels.get(p, 0) + 1
-            return
-        used = len(group) if cut is None else cut + 1
+        rows = gather(lambda p: p.meta, META_DTYPE)
+        seg = Group(d, self._g, [s.id for s in specs], rows, task, doc,
+                    lambda name: gather(lambda p: p.column(name), columns[name].dtype,
+                                        columns[name].shape))
+        verdicts = [h.judge(seg) for h in self._active]
+        cut = self._budget_cut(rows, seg.keep, res)
+        used = len(rows) if cut is None else cut + 1
         c = res.counts
-        for r in records:
-            c.add(r.counts)
-            res.bad_examples += r.bad_examples[:MAX_BAD_EXAMPLES - len(res.bad_examples)]
         for h, verdict in zip(self._active, verdicts, strict=True):
-            h.accept(group, used, verdict, c)
-        keep = group.keep[:used]
-        kept, is_eval = group.rows[:used][keep], group.eval[:used][keep]
-        part, doc = m.part[:used][keep], m.doc[:used][keep]
-        slots = np.arange(len(res.tasks), len(res.tasks) + len(specs), dtype=np.uint32)
-        res.tasks += [s.id for s in specs]
+            h.accept(seg, used, verdict, c)
+        for s in specs:
+            if s.id not in self._slots:
+                self._slots[s.id] = len(res.tasks)
+                res.tasks.append(s.id)
+        slots = np.array([self._slots[s.id] for s in specs], dtype=np.uint32)
+        keep = seg.keep[:used]
+        kept, is_eval = rows[:used][keep], seg.eval[:used][keep]
+        kept_task, kept_doc = task[:used][keep], doc[:used][keep]
         for split, flag in ((TRAIN, False), (EVAL, True)):
             sel = is_eval == flag
             lay = np.zeros(int(sel.sum()), dtype=LAYOUT_DTYPE)
-            lay["slot"], lay["doc"], lay["tokens"] = slots[part[sel]], doc[sel], \
+            lay["slot"], lay["doc"], lay["tokens"] = slots[kept_task[sel]], kept_doc[sel], \
                 kept["tokens"][sel]
             res.layouts[split].append(lay, int(kept["nbytes"][sel].sum()),
                                       self.plan.shard_tokens)
         c["docs_kept"] += len(kept)
         c["bytes_kept"] += int(kept["nbytes"].sum())
-        c["docs_over_budget"] += sum(r.docs for r in records) - used
-        kept_by = np.bincount(part, minlength=len(specs))
-        for j, (s, r) in enumerate(zip(specs, records, strict=True)):
+        for i, n in enumerate(np.bincount(kept_task, minlength=len(specs)).tolist()):
+            key = specs[i].partition.key
+            gr.kept[key] = gr.kept.get(key, 0) + n
+        gr.used += used
+        if cut is None and m.stalled_on is not None:  # it needs more of a partition:
+            gr.state = m.state
+            p = group[m.stalled_on]
+            levels = gr.levels.get(p, [0])
+            gr.levels[p] = (levels + [0] if last[m.stalled_on].exhausted  # its next piece
+                            else levels[:-1] + [levels[-1] + 1])  # its task, read further
+            self._retire(specs, records, member, start, docs, m.state)
+            return
+        self._end_group(specs, records, budget_reached=cut is not None)
+
+    def _retire(self, specs: list[TaskSpec], records: list[TaskRecord], member: np.ndarray,
+                start: np.ndarray, docs: np.ndarray, state: order.MergeState) -> None:
+        """Pieces the merge has read out (all their documents taken, each one's last task
+        exhausted) leave the tasks waited for; the group's end still counts them."""
+        gr, group = self._group, self.domain.groups[self._g]
+        for i, (s, r) in enumerate(zip(specs, records, strict=True)):
+            j = int(member[i])
+            later = i + 1 < len(specs) and member[i + 1] == j
+            if later and r.exhausted and start[i] + docs[i] <= state.taken[j]:
+                gr.retired.append((s, r))
+                gr.first[group[j]] = ((s.partition.piece or 0) + 1, int(start[i] + docs[i]))
+
+    def _end_group(self, specs: list[TaskSpec], records: list[TaskRecord], *,
+                   budget_reached: bool) -> None:
+        d, res, gr = self.domain, self.results[self.domain.name], self._group
+        group = d.groups[self._g]
+        final = sorted(gr.retired + list(zip(specs, records, strict=True)),
+                       key=lambda sr: (group.index(sr[0].partition.index),
+                                       sr[0].partition.piece or 0))
+        c = res.counts
+        for _, r in final:
+            c.add(r.counts)
+            res.bad_examples += r.bad_examples[:MAX_BAD_EXAMPLES - len(res.bad_examples)]
+        c["docs_over_budget"] += sum(r.docs for _, r in final) - gr.used
+        for s, r in final:
             res.partitions.append({
                 "index": s.partition.index, "key": s.partition.key, "task": s.id,
                 "level": s.level, "exhausted": r.exhausted,
                 "docs_seen": r.counts.get("docs_seen", 0), "docs_candidates": r.docs,
-                "docs_kept": int(kept_by[j]),
+                "docs_kept": gr.kept.get(s.partition.key, 0),
                 "provenance": r.provenance})
-        if cut is not None:
+        self._group = _Group()
+        if budget_reached:
             self._end_domain(budget_reached=True)
             return
         self._g += 1
@@ -296,3 +379,11 @@ class Committer:
             h.end_domain()
         self._d += 1
         self._start_domain()
+
+
+def _read_out(partition: Partition, record: TaskRecord) -> bool:
+    """Whether a partition has no document beyond its tasks so far (`record`: its last one):
+    that task read to its end and, for a stream partition, its piece was the stream's last."""
+    if not record.exhausted:
+        return False
+    return not partition.stream or bool((record.provenance or {}).get("last"))

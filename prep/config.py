@@ -124,7 +124,8 @@ class PrepConfig:
                                       f"file's first documents (default {DEFAULT_INTERLEAVE})")
     partition_mb: float = _f(DEFAULT_PARTITION_MB, "size of one task's input in MB of text: small "
                                                    "files are packed (a compressed file counts 4x "
-                                                   "its size), large plain files cut to this")
+                                                   "its size), large files (plain, compressed, "
+                                                   "Parquet row groups) cut to this")
     shard_tokens: int = _f(1 << 27, "tokens per shard file (a multiple of the block size)")
     tokenizer_file: str | None = _f(None, "GPT-2 BPE ranks in tiktoken format (default: the "
                                           "copy shipped in shards/)")

@@ -118,7 +118,8 @@ def build_manifest(cfg: PrepConfig, plan: Plan, results: dict[str, DomainResult]
                    "shuffle_buffer_bytes": buffer_bytes,
                    "partition_bytes": d.settings.read.partition_bytes,
                    "partitions_planned": len(d.partitions),
-                   "partitions_read": len(res.partitions), "split_rule": SPLIT_RULE},
+                   "partitions_read": len({p["index"] for p in res.partitions}),
+                   "tasks_read": len(res.partitions), "split_rule": SPLIT_RULE},
             partitions=res.partitions, steps=res.steps, commit_hooks=res.hooks)
     elapsed = time.perf_counter() - t0
     tokens = sum(s.tokens for r in splits.values() for s in r.values())

@@ -59,33 +59,52 @@ def permutation(key: str, n: int) -> list[int]:
 
 
 @dataclass
+class MergeState:
+    """Where a stalled merge stopped: raw draws consumed, documents taken from each partition,
+    partitions still drawn from. :func:`merge` resumed from it, with larger counts, yields
+    exactly what one merge of those counts yields after that point (it is prefix-stable)."""
+
+    drawn: int
+    taken: np.ndarray  # int64 per partition
+    active: np.ndarray  # bool per partition
+
+
+@dataclass
 class Merge:
-    """The merged prefix of a group: for each position, the partition (0..k-1 within the
-    group) and the index of that partition's document; `stalled_on` names the partition whose
-    next document is needed but not yet read (capped), or is None when the group is done."""
+    """The merged positions of a group (from `state`'s point on, if resumed): for each position,
+    the partition (0..k-1 within the group) and the index of that partition's document;
+    `stalled_on` names the partition whose next document is needed but not yet read (capped),
+    or is None when the group is done; `state` is where to resume once it is read."""
 
     part: np.ndarray  # int64 per merged position
     doc: np.ndarray  # int64 per merged position
     stalled_on: int | None
+    state: MergeState | None = None
 
 
-def merge(key: str, counts: list[int], exhausted: list[bool]) -> Merge:
+def merge(key: str, counts: list[int], exhausted: list[bool],
+          state: MergeState | None = None) -> Merge:
     """Seeded uniform random merge of k streams of `counts` documents (see the module doc).
 
     ``exhausted[j]`` says partition j has no documents beyond ``counts[j]``; a partition that
     is not exhausted stalls the merge where its ``counts[j] + 1``-th document would be drawn.
+    From `state` (a stalled merge's), only the positions after that point are computed.
     """
     k = len(counts)
     cnt = np.asarray(counts, dtype=np.int64)
+    if state is None:
+        state = MergeState(0, np.zeros(k, dtype=np.int64), np.ones(k, dtype=bool))
+    taken0 = state.taken
     if k == 1:  # no draws needed: the partition's own order
-        n = int(cnt[0])
-        return Merge(np.zeros(n, np.int64), np.arange(n, dtype=np.int64),
-                     None if exhausted[0] else 0)
+        n = int(cnt[0] - taken0[0])
+        return Merge(np.zeros(n, np.int64), np.arange(int(taken0[0]), int(cnt[0]),
+                                                       dtype=np.int64),
+                     None if exhausted[0] else 0, MergeState(0, cnt.copy(), state.active))
     seed = key_seed(key)
-    active = np.ones(k, dtype=bool)
-    taken = np.zeros(k, dtype=np.int64)
+    active = state.active.copy()
+    taken = taken0.copy()
     parts: list[np.ndarray] = []
-    drawn = 0  # raw draws consumed so far (accepted, or dropped for an exhausted partition)
+    drawn = state.drawn  # raw draws consumed (accepted, or dropped for an exhausted partition)
     while active.any():
         need = int((cnt - taken)[active].sum())
         chunk = min(MAX_CHUNK, max(1024, 2 * need * k // int(active.sum())))
@@ -105,22 +124,26 @@ def merge(key: str, counts: list[int], exhausted: list[bool]) -> Merge:
         if j < 0:
             drawn += chunk
             continue
-        if not exhausted[j]:
-            return _finish(parts, k, stalled_on=j)
+        if not exhausted[j]:  # resume at the draw that asked for it
+            return _finish(parts, k, j, taken0, MergeState(drawn + int(keep[first]), taken,
+                                                            active))
         drawn += int(keep[first]) + 1  # continue the raw stream right after that draw
         active[j] = False
-    return _finish(parts, k, stalled_on=None)
+    return _finish(parts, k, None, taken0, MergeState(drawn, taken, active))
 
 
-def _finish(parts: list[np.ndarray], k: int, stalled_on: int | None) -> Merge:
+def _finish(parts: list[np.ndarray], k: int, stalled_on: int | None, taken0: np.ndarray,
+            state: MergeState) -> Merge:
     part = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    # index of each document within its partition: its rank among equal labels
+    # index of each document within its partition: what was taken before, plus its rank
+    # among equal labels
     order = np.argsort(part, kind="stable")
+    counts = np.bincount(part, minlength=k)
     starts = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(np.bincount(part, minlength=k), out=starts[1:])
+    np.cumsum(counts, out=starts[1:])
     doc = np.empty(len(part), dtype=np.int64)
-    doc[order] = np.arange(len(part)) - np.repeat(starts[:-1], np.bincount(part, minlength=k))
-    return Merge(part, doc, stalled_on)
+    doc[order] = np.arange(len(part)) - np.repeat(starts[:-1], counts)
+    return Merge(part, doc + taken0[part], stalled_on, state)
 
 
 def describe(interleave: int, shuffle_docs: int, shuffle_bytes: int) -> str:

@@ -15,13 +15,13 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prep import order
 from prep.config import PrepConfig
-from prep.readers import Partition, ReadSettings, open_reader
+from prep.readers import Partition, ReadSettings, open_reader, pieces
 from prep.recipe import DomainConfig, Recipe, load_recipe
 from prep.task import DomainSettings, TaskSpec
 from shards.format import TokenizerRecord
@@ -69,9 +69,11 @@ class DomainPlan:
         k = self.cfg.interleave
         return [self.order[i:i + k] for i in range(0, len(self.order), k)]
 
-    def task(self, partition: int, level: int = 0) -> TaskSpec:
-        spec = TaskSpec(self.name, self.partitions[partition], 0, self.cap_bytes,
-                        self.cap_tokens)
+    def task(self, partition: int, level: int = 0, piece: int = 0) -> TaskSpec:
+        """A partition's task at a cap level; for a stream partition, one piece's."""
+        p = self.partitions[partition]
+        spec = TaskSpec(self.name, pieces.piece_of(p, piece) if p.stream else p, 0,
+                        self.cap_bytes, self.cap_tokens)
         for _ in range(level):
             spec = spec.next_level()
         return spec
@@ -91,9 +93,16 @@ class Plan:
     backend: BackendChoice | None = None  # the encoder workers here use (not fingerprinted)
 
     def initial_tasks(self) -> list[TaskSpec]:
-        """Every partition's first task, domain by domain in the seeded partition order: the
-        static plan that `--num-tasks` slices (by position modulo the slice count)."""
+        """Every partition's first task (a stream partition's first piece), domain by domain in
+        the seeded partition order: the static plan that `--num-tasks` slices (by position
+        modulo the slice count; a stream's later pieces follow its first: `prep.executors.
+        array`)."""
         return [d.task(p) for d in self.domains for p in d.order]
+
+    def use_spill_dir(self, path: str) -> None:
+        """Where this run's cutter spills stream pieces: told to every task (`ReadSettings`)."""
+        for d in self.domains:
+            d.settings = replace(d.settings, read=replace(d.settings.read, spill_dir=path))
 
     def state(self) -> dict[str, Any]:
         """What plan.json records: enough to name what differs on a refused resume."""

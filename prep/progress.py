@@ -26,28 +26,32 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Domain:
-    planned: int  # partitions
-    latest: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # partition -> counts
+    planned: int  # partitions (a stream partition's pieces are found as it is read)
+    latest: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> counts
 
     @property
     def tasks(self) -> int:
-        """Partitions read (a partition read again further counts once)."""
+        """Partitions and pieces read (one read again further counts once)."""
         return len(self.latest)
 
-    def total(self, i: int) -> int:
+    @property
+    def total(self) -> int:
+        return max(self.planned, self.tasks)
+
+    def sum(self, i: int) -> int:
         return sum(v[i] for v in self.latest.values())
 
     @property
     def docs(self) -> int:
-        return self.total(0)
+        return self.sum(0)
 
     @property
     def bytes(self) -> int:
-        return self.total(1)
+        return self.sum(1)
 
     @property
     def tokens(self) -> int:
-        return self.total(2)
+        return self.sum(2)
 
 
 class Reporter:
@@ -67,9 +71,9 @@ class Reporter:
 
     def task_done(self, domain: str, record: TaskRecord) -> None:
         d = self.domains.setdefault(domain, _Domain(planned=0))
-        old = d.latest.get(record.partition_index)
+        old = d.latest.get(record.partition)
         if old is None or record.docs >= old[0]:  # a continuation reads further than the first
-            d.latest[record.partition_index] = (record.docs, record.bytes, record.tokens)
+            d.latest[record.partition] = (record.docs, record.bytes, record.tokens)
 
     def assembling(self, jobs: int) -> None: ...
 
@@ -109,7 +113,7 @@ class PlainReporter(Reporter):
         if now - self._last.get(domain, 0.0) >= self.every_s:
             self._last[domain] = now
             d = self.domains[domain]
-            self._line(f"{domain}: {d.tasks}/{d.planned} tasks, {d.docs:,} docs, "
+            self._line(f"{domain}: {d.tasks}/{d.total} tasks, {d.docs:,} docs, "
                        f"{d.bytes / 1e6:.2f} MB, {self.rate(d):,.0f} tokens/s")
 
     def assembling(self, jobs: int) -> None:
@@ -150,7 +154,8 @@ class RichReporter(Reporter):
         super().task_done(domain, record)
         d = self.domains[domain]
         if domain in self.bars:
-            self.progress.update(self.bars[domain], completed=d.tasks, docs=f"{d.docs:,}",
+            self.progress.update(self.bars[domain], completed=d.tasks, total=d.total,
+                                 docs=f"{d.docs:,}",
                                  mb=f"{d.bytes / 1e6:.2f}", rate=f"{self.rate(d):,.0f}")
 
     def assembling(self, jobs: int) -> None:

@@ -40,8 +40,8 @@ from prep.config import (
     PrepConfig,
     number_problem,
 )
-from prep.readers import GROUP_NAMES as GROUPS
-from prep.readers import SOURCE_NAMES as SOURCES
+from prep.source_names import GROUP_NAMES as GROUPS
+from prep.source_names import SOURCE_NAMES as SOURCES
 from shards.format import check_domain_name
 from shards.tokenizer import BACKEND_CHOICES
 

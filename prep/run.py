@@ -21,6 +21,7 @@ from typing import Any
 from prep import assemble, faults
 from prep.commit import CommitError, Committer
 from prep.config import PrepConfig
+from prep.cutter import Cutter
 from prep.executors import Executor, ExecutorError, array, make_executor
 from prep.manifest import build_manifest, encoder_record, hook_records, split_records
 from prep.parts import TaskRecord, check_parts
@@ -109,7 +110,9 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
                 outcome: Outcome) -> Manifest:
     executor = make_executor(cfg.executor, cfg.workers, cfg.ray_address)
     reused = len(done)
+    cutter = None
     try:
+        cutter = _cutter(plan, work, executor.slots, done)
         probe = work.root / "shared-probe"
         probe.write_text("prep\n")
         executor.check_shared(str(probe))
@@ -117,7 +120,7 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
         reporter.start(plan, done)
         committer = Committer(plan, work.layout, cfg.min_eval_docs, cfg.max_bad_fraction)
         slices = array.Slices.read(work) if cfg.commit_only else None
-        _run_tasks(plan, work, done, committer, executor, reporter, slices)
+        _run_tasks(plan, work, done, committer, executor, reporter, slices, cutter)
         faults.maybe_kill("commit")
         problem = committer.final_check()  # exact dedup's: the leakage check
         if problem is not None:
@@ -153,6 +156,8 @@ def _run_locked(cfg: PrepConfig, plan: Plan, out: Path, work: WorkDir,
                         "for --resume)") from e
     finally:
         executor.close(abort=True)  # what still runs was started ahead of need and is not needed
+        if cutter is not None:
+            cutter.close()
     remove_old(out, old)  # after the switch: the old version's files, then the work directory
     work.remove()
     return manifest
@@ -173,12 +178,21 @@ def _write_pids(work: WorkDir, executor: Executor) -> None:
 # --------------------------------------------------------------------------- tasks
 
 
+def _cutter(plan: Plan, work: WorkDir, slots: int, done: dict[str, TaskRecord],
+            owns: Any = None) -> Cutter | None:
+    """The reader of this run's stream partitions (`prep.cutter`), if it has any."""
+    if any(p.stream for d in plan.domains for p in d.partitions):
+        return Cutter(plan, work.root, slots, done, owns)
+    return None
+
+
 def _run_tasks(plan: Plan, work: WorkDir, done: dict[str, TaskRecord], committer: Committer,
-               executor: Executor, reporter: Reporter, slices: array.Slices | None) -> None:
+               executor: Executor, reporter: Reporter, slices: array.Slices | None,
+               cutter: Cutter | None = None) -> None:
     """Run tasks until the commit is finished. `slices` (--commit-only): planned tasks are
     the slices' work; only what finished slices skipped, and continuations, run here."""
     by_name = {d.name: d for d in plan.domains}
-    sched = Scheduler(plan, done)
+    sched = Scheduler(plan, done, cutter)
     in_flight: dict[Any, TaskSpec] = {}
     finished_here = 0
     while True:
@@ -203,9 +217,14 @@ def _run_tasks(plan: Plan, work: WorkDir, done: dict[str, TaskRecord], committer
             in_flight[executor.submit(run_task, job)] = spec
             sched.started(spec)
         if not in_flight:
+            if cutter is not None and cutter.busy():  # a piece it needs is being cut
+                cutter.wait()
+                continue
             raise PrepError(f"internal: the commit waits for {committer.waiting_for()} but no "
                             "task can run; this is a bug in prep, please report it")
-        for handle, record, err in executor.wait(list(in_flight)):
+        free = len(in_flight) < executor.slots
+        for handle, record, err in executor.wait(list(in_flight),
+                                                 cutter.poll_s(free) if cutter else None):
             spec = in_flight.pop(handle)
             if err is not None:
                 sched.failed_task(spec, _task_failure(spec, err))
@@ -253,10 +272,11 @@ def _run_slice(cfg: PrepConfig, plan: Plan, out: Path, reporter: Reporter,
     work = WorkDir.for_plan(out, plan)
     work.create(plan)
     outcome.work = str(work.root)
-    mine = array.slice_tasks(plan, cfg.task_index, cfg.num_tasks)
+    index, count = cfg.task_index, cfg.num_tasks
+    mine = array.slice_tasks(plan, index, count)
     seen: dict[str, TaskRecord] = {}
     array.new_records(work, seen)
-    own = array.own_work_only(seen, mine)  # a slice checks (and may redo) only its own tasks
+    own = array.own_work_only(plan, seen, index, count)  # checked (and maybe redone) here
     kept = set(own)
     for line in work.verify(own):
         reporter.note(line)
@@ -264,41 +284,57 @@ def _run_slice(cfg: PrepConfig, plan: Plan, out: Path, reporter: Reporter,
         del seen[task_id]
     sched = Scheduler(plan, seen)
     executor = make_executor("local", cfg.workers, None)
+    at = array.positions(plan)  # a stream's pieces: this slice's own (prep.cutter)
+    cutter = _cutter(plan, work, executor.slots, seen,
+                     lambda s: array.owner(at, s, count) == index)
     by_name = {d.name: d for d in plan.domains}
-    todo = deque(s for s in mine if s.id not in seen)
+    todo = deque(s for s in mine if s.id not in seen and s.partition.piece is None)
     ran: list[str] = []
     skipped: list[str] = []
     pending: dict[Any, TaskSpec] = {}
     synced = time.monotonic()
     ok = False
     try:
-        while todo or pending:
-            while todo and len(pending) < executor.slots:
-                spec = todo.popleft()
+        while todo or pending or (cutter is not None and cutter.owned_left()):
+            while len(pending) < executor.slots:
+                spec = todo.popleft() if todo else cutter.next_owned(seen) if cutter else None
+                if spec is None:
+                    break
                 if time.monotonic() - synced > SYNC_EVERY_S:  # other slices' finished tasks
                     sched.count(array.new_records(work, seen))
                     synced = time.monotonic()
                 if not sched.may_need_more(by_name[spec.domain]):
                     skipped.append(spec.id)  # finished tasks hold its domain's budget
+                    if cutter is not None:
+                        cutter.stop(by_name[spec.domain])
                     continue
                 job = TaskJob(spec, by_name[spec.domain].settings, str(work.tasks))
                 pending[executor.submit(run_task, job)] = spec
             if not pending:
+                if cutter is not None and cutter.owned_left():
+                    cutter.wait()  # pieces of this slice are being cut
+                    continue
                 break
-            for handle, record, err in executor.wait(list(pending)):
+            free = len(pending) < executor.slots
+            for handle, record, err in executor.wait(list(pending),
+                                                     cutter.poll_s(free) if cutter else None):
                 spec = pending.pop(handle)
                 if err is not None:
                     raise _task_failure(spec, err) from err
                 seen[spec.id] = record
                 sched.count([record])
+                if cutter is not None:
+                    cutter.finished(spec, record)
                 ran.append(spec.id)
                 reporter.task_done(spec.domain, record)
         ok = True
     finally:
         executor.close(abort=not ok)
+        if cutter is not None:
+            cutter.close()
     array.mark_slice(work, cfg.task_index, cfg.num_tasks, ran, skipped)
     reporter.note(f"slice {cfg.task_index} of {cfg.num_tasks}: {len(ran)} tasks run, "
-                  f"{len(mine) - len(ran) - len(skipped)} already done, {len(skipped)} skipped "
+                  f"{len(own)} already done, {len(skipped)} skipped "
                   f"(their domain's budget is held), in {work.root}; when every slice is done, "
                   "finish with the same options and --commit-only")
 

@@ -8,22 +8,34 @@ started ahead of need that fails is remembered, and its error raised only if the
 need it: whether a run succeeds never depends on --workers or on timing.
 
 Everything here is O(1) per task: a cursor into each domain's partition order, running totals.
+
+A stream partition's pieces (`prep.readers.pieces`) become tasks as the cutter (`prep.cutter`)
+spills them: a piece the commit needs starts once its spill is there; ahead of need, the cursor
+opens a domain's streams one at a time (more on many slots: `Cutter.max_open`) and hands out
+their pieces in order as they appear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prep.commit import Committer
 from prep.parts import TaskRecord
 from prep.plan import DomainPlan, Plan
 from prep.task import TaskSpec
 
+if TYPE_CHECKING:
+    from prep.cutter import Cutter
+
 
 class Scheduler:
-    def __init__(self, plan: Plan, done: dict[str, TaskRecord]) -> None:
+    def __init__(self, plan: Plan, done: dict[str, TaskRecord],
+                 cutter: Cutter | None = None) -> None:
         self.plan = plan
         self.done = done
+        self.cutter = cutter
+        self._open: dict[str, list[int]] = {d.name: [] for d in plan.domains}  # streams
         self.running: set[str] = set()
         self.failed: dict[str, BaseException] = {}
         self._cursor = {d.name: 0 for d in plan.domains}
@@ -42,11 +54,15 @@ class Scheduler:
 
     def started(self, spec: TaskSpec) -> None:
         self.running.add(spec.id)
+        if self.cutter is not None:
+            self.cutter.started(spec)
 
     def finished(self, spec: TaskSpec, record: TaskRecord) -> None:
         self.running.discard(spec.id)
         self.done[spec.id] = record
         self.count([record])
+        if self.cutter is not None:
+            self.cutter.finished(spec, record)
 
     def failed_task(self, spec: TaskSpec, error: BaseException) -> None:
         self.running.discard(spec.id)
@@ -66,8 +82,17 @@ class Scheduler:
         for spec in committer.waiting_for():
             if spec.id in self.failed:
                 return [], self.failed[spec.id]
-            if spec.id not in self.done and spec.id not in self.running:
-                out.append(spec)
+            if spec.id in self.done or spec.id in self.running:
+                continue
+            if spec.partition.piece is not None:
+                if self.cutter is None:  # (a cutter is made by every run that has streams)
+                    raise RuntimeError("internal: a stream piece to run without a cutter")
+                try:
+                    if not self.cutter.ready(spec):
+                        continue  # its spill is on the way
+                except Exception as e:  # the stream's read failed before this piece
+                    return [], e
+            out.append(spec)
         return out, None
 
     def ahead(self, committer: Committer) -> Iterator[TaskSpec]:
@@ -77,20 +102,54 @@ class Scheduler:
                 and not committer.finished]
         while live:
             for d in list(live):
-                spec = self._next(d) if self.may_need_more(d) else None
+                more = self.may_need_more(d)
+                if not more and self.cutter is not None:
+                    self.cutter.stop(d)  # its streams: no further than the commit asks
+                spec = self._next(d) if more else None
                 if spec is None:
                     live.remove(d)
                 else:
                     yield spec
 
     def _next(self, d: DomainPlan) -> TaskSpec | None:
+        opened = self._open[d.name]
+        for p in list(opened):  # streams the cursor passed: their next spilled piece
+            spec, more = self._next_piece(d, p)
+            if not more:
+                opened.remove(p)
+            if spec is not None:
+                return spec
         order, i = d.order, self._cursor[d.name]
         while i < len(order):
+            if d.partitions[order[i]].stream:
+                if self.cutter is None or len(opened) >= self.cutter.max_open:
+                    break  # the open streams come first
+                opened.append(order[i])
+                self._cursor[d.name] = i = i + 1
+                spec, more = self._next_piece(d, opened[-1])
+                if not more:
+                    opened.pop()
+                if spec is not None:
+                    return spec
+                continue
             spec = d.task(order[i])
             i += 1
-            if spec.id not in self.done and spec.id not in self.running \
-                    and spec.id not in self.failed:
+            if self._new(spec):
                 self._cursor[d.name] = i
                 return spec
         self._cursor[d.name] = i
         return None
+
+    def _new(self, spec: TaskSpec) -> bool:
+        return spec.id not in self.done and spec.id not in self.running \
+            and spec.id not in self.failed
+
+    def _next_piece(self, d: DomainPlan, p: int) -> tuple[TaskSpec | None, bool]:
+        """The next spilled piece of stream `p` to start, and whether more may come."""
+        assert self.cutter is not None
+        while (j := self.cutter.next_queued(d, p)) is not None:
+            spec = d.task(p, 0, j)
+            if self._new(spec):
+                return spec, True
+            self.cutter.started(spec)  # done already (a resume) or running: not again
+        return None, not self.cutter.complete(d, p)

@@ -80,7 +80,9 @@ class TaskSpec:
 
     @property
     def id(self) -> str:
-        return f"{self.domain}.{self.partition.index:06d}.L{self.level}"
+        piece = self.partition.piece  # a piece of a stream partition (prep.readers.pieces)
+        at = "" if piece is None else f".p{piece:05d}"
+        return f"{self.domain}.{self.partition.index:06d}{at}.L{self.level}"
 
     def next_level(self) -> TaskSpec:
         grow = CAP_GROWTH

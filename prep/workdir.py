@@ -206,7 +206,9 @@ def prepare(out: Path, plan: Plan, *, resume: bool, overwrite: bool) -> tuple[Wo
                 notes.append(f"--overwrite: discarded the unfinished run in {mine.root} ({n} "
                              "finished tasks)")
         elif not resume:
-            total = plan.state()["tasks"]
+            total = str(plan.state()["tasks"])  # a stream partition is read in several tasks:
+            if any(p.stream for d in plan.domains for p in d.partitions):  # a lower bound
+                total += "+"
             raise RunStateError(
                 f"{out} holds an unfinished run of this same command ({n} of {total} planned "
                 f"tasks finished, in {mine.root}): pass --resume to continue it, or --overwrite "

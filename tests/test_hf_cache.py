@@ -104,8 +104,8 @@ def test_offline_jsonl_dataset_with_several_shards(hf_home: Path,
     assert d["revision_source"] == "local Hub cache (offline: HF_HUB_OFFLINE is set)"
     parts = src.partitions()
     assert [p.spec for p in parts] == [{"mode": "cache", "target": str(snapshot),
-                                        "revision": COMMIT, "shard": i, "n_shards": 3}
-                                       for i in range(3)]
+                                        "revision": COMMIT, "shard": i, "n_shards": 3,
+                                        "cut": 16_000_000} for i in range(3)]
     assert parts[1].identity == f"hf:org/code@{COMMIT}::train:#1/3"
     targets = no_worker_probe(monkeypatch)
     out = read_all(src)
@@ -255,3 +255,39 @@ def test_prep_end_to_end_offline_from_the_hub_cache(hf_home: Path, tmp_path: Pat
     titles = sorted(int(d.source["title"].split()[1]) for s in ("train", "eval")
                     for d in ds.split("prose", s).documents())
     assert titles == list(range(300))
+
+
+def test_a_hub_dataset_with_one_shard_is_cut_for_every_worker(hf_home: Path,
+                                                              tmp_path: Path) -> None:
+    """One Parquet shard in the Hub cache: the coordinator streams it once and cuts its rows
+    into pieces; any --workers gives the same bytes, and every row is read once."""
+    rng = random.Random(11)
+    rows = [{"content": random_doc(rng, 20, 200), "url": f"u/{r}"} for r in range(1500)]
+    rows[700]["content"] = None  # a bad row, counted in its piece
+    make_hub_cache(hf_home, "org/one", {"data/train.parquet": parquet_bytes(rows)})
+    recipe = write_recipe(tmp_path / "r.toml", {"code": {
+        "source": "hf", "dataset": "org/one", "text_field": "content", "min_chars": 1,
+        "size_mb": 100}}, block_size=16)
+    outs = []
+    for workers in ("1", "2"):
+        outs.append(tmp_path / f"out{workers}")
+        assert main(["--recipe", str(recipe), "--out", str(outs[-1]), "--workers", workers,
+                     "--partition-mb", "0.05", "--quiet"]) == 0
+    m = [json.loads((o / "manifest.json").read_text()) for o in outs]
+    assert m[0]["domains"] == m[1]["domains"]
+    code = m[0]["domains"]["code"]
+    parts = code["partitions"]
+    n = len(parts)
+    assert n >= 5 and [p["key"] for p in parts] == [f"shard-00000-of-00001#{i}"
+                                                    for i in range(n)]
+    assert [p["provenance"]["last"] for p in parts] == [False] * (n - 1) + [True]
+    assert parts[0]["provenance"]["text_start"] == 0
+    assert all(a["provenance"]["text_end"] == b["provenance"]["text_start"]
+               for a, b in zip(parts, parts[1:], strict=False))
+    assert code["counts"]["docs_seen"] == 1500 and code["counts"]["docs_bad"] == 1
+    assert code["counts"]["docs_kept"] == 1499
+    ds = shards.open(outs[0])
+    urls = sorted(d.source["url"] for s in ("train", "eval") for d in ds.split("code", s).documents())
+    assert urls == sorted(f"u/{r}" for r in range(1500) if r != 700)
+    for o in outs:
+        assert (o / "data.1").is_dir()

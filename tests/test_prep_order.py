@@ -156,3 +156,28 @@ def test_keyset_and_first_occurrences():
     x = np.array(seq, dtype=np.uint64)
     firsts = first_occurrences(x, x * np.uint64(3))
     assert firsts.tolist() == [seq.index(v) == i for i, v in enumerate(seq)]
+
+
+def test_a_stalled_merge_resumed_with_more_documents_is_the_merge_of_all_of_them():
+    """The commit resumes a group's merge where it stopped (a capped task read further, a
+    stream's next piece): the segments, one after another, are the one merge of the totals."""
+    rng = random.Random(5)
+    for trial in range(200):
+        k = rng.randint(1, 5)
+        final = [rng.randint(0, 150) for _ in range(k)]
+        whole = merge(f"t{trial}", final, [True] * k)
+        counts = [min(f, rng.randint(0, 20)) for f in final]
+        done = [c == f and rng.random() < 0.5 for c, f in zip(counts, final, strict=True)]
+        state, parts, docs = None, [], []
+        while True:
+            m = merge(f"t{trial}", counts, done, state)
+            parts.append(m.part)
+            docs.append(m.doc)
+            if m.stalled_on is None:
+                break
+            j = m.stalled_on
+            counts[j] = min(final[j], counts[j] + rng.randint(0, 30))
+            done[j] = counts[j] == final[j] and (done[j] or rng.random() < 0.7)
+            state = m.state
+        assert np.concatenate(parts).tolist() == whole.part.tolist()
+        assert np.concatenate(docs).tolist() == whole.doc.tolist()

@@ -43,18 +43,6 @@ def lines_by_definition(data: bytes) -> list[tuple[int, bytes]]:
 # --------------------------------------------------------------------------- files helpers
 
 
-def test_expand_sorts_each_pattern_and_drops_duplicates(tmp_path: Path) -> None:
-    for name in ("b.jsonl", "a.jsonl", "c.txt"):
-        (tmp_path / name).write_text("x\n")
-    got = rfiles.expand([str(tmp_path / "*.jsonl"), str(tmp_path / "*"), str(tmp_path / "a.jsonl")],
-                        ValueError)
-    assert got == [str(tmp_path / n) for n in ("a.jsonl", "b.jsonl", "c.txt")]
-    with pytest.raises(ValueError, match=r"^data_files pattern '.*/none\*' matches no file; fix "
-                                         r"the path or glob \(relative paths resolve against the "
-                                         r"recipe file\)$"):
-        rfiles.expand([str(tmp_path / "none*")], ValueError)
-
-
 @pytest.mark.parametrize("data", [b"a\nbb\n\nccc\n", b"a\nbb\n\nccc", b"\n\n", b"x", b"ab\r\ncd\r\n",
                                   b"one long line without newline at all"])
 def test_every_line_belongs_to_exactly_one_byte_range(tmp_path: Path, data: bytes) -> None:
@@ -163,7 +151,9 @@ def test_packing_splitting_and_keys(tmp_path: Path) -> None:
     assert len(parts) == 4 + n_ranges and [p.index for p in parts] == list(range(len(parts)))
     assert parts[3].spec["start"] == 0 and parts[3].spec["end"] == limit
     assert parts[-1].spec == {"files": [{"path": str(comp), "size": comp.stat().st_size,
-                                         "mtime_ns": comp.stat().st_mtime_ns}]}
+                                         "mtime_ns": comp.stat().st_mtime_ns}],
+                              "cut": limit}  # a stream partition: cut into pieces as read
+    assert parts[-1].stream and not parts[3].stream
     again = planned(cfg("json", [sub / "*"]), partition_bytes=limit).partitions()
     assert [p.to_dict() for p in again] == [p.to_dict() for p in parts]  # stable plan
     out = read_all(src)

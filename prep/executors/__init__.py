@@ -26,8 +26,10 @@ class Executor:
     def submit(self, fn: Callable[[Job], Any], job: Job) -> Handle:
         raise NotImplementedError
 
-    def wait(self, handles: list[Handle]) -> list[tuple[Handle, Any, BaseException | None]]:
-        """Block until at least one of `handles` finished; (handle, result, error) of each."""
+    def wait(self, handles: list[Handle], timeout: float | None = None,
+             ) -> list[tuple[Handle, Any, BaseException | None]]:
+        """Block until at least one of `handles` finished, or `timeout` seconds passed (then
+        possibly none); (handle, result, error) of each finished one."""
         raise NotImplementedError
 
     def cancel(self, handles: list[Handle]) -> None:

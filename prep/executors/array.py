@@ -7,6 +7,11 @@ domain whose finished tasks in the work directory (any slice's) already hold its
 budgeted array never reads a whole large corpus. At its end it writes
 ``slices/<I>-of-<N>.json`` (what it ran and skipped).
 
+A stream partition's pieces (`prep.readers.pieces`) are not in the static plan (their number
+is known only once the stream is read): piece j of the stream whose first piece is at position
+P belongs to slice (P + j) mod N, so the pieces of one large file spread over every slice.
+Each slice reads the stream itself (`prep.cutter`) and keeps only its own pieces.
+
 `--commit-only` then commits: a task the commit needs that belongs to a slice that has not
 finished makes it list the missing tasks and slices and stop; a task a finished slice skipped
 (its budget looked held) or a continuation (a capped partition read further) it runs itself.
@@ -60,8 +65,38 @@ class Slices:
         if self.count is None or spec.level:
             return None
         if not self._positions:
-            self._positions = {s.id: i for i, s in enumerate(plan.initial_tasks())}
-        return self._positions[spec.id] % self.count
+            self._positions = positions(plan)
+        return owner(self._positions, spec, self.count)
+
+
+def positions(plan: Plan) -> dict[str, int]:
+    """Each planned task's position in the static plan (what slices are cut by)."""
+    return {s.id: i for i, s in enumerate(plan.initial_tasks())}
+
+
+def owner(at: dict[str, int], spec: TaskSpec, count: int) -> int:
+    """The slice of a level-0 task; a stream's piece j follows its first piece by j places."""
+    piece = spec.partition.piece or 0
+    first = spec if not piece else _first_piece(spec)
+    return (at[first.id] + piece) % count
+
+
+def record_owner(plan: Plan, at: dict[str, int], record: TaskRecord, count: int) -> int | None:
+    """The slice whose task a finished record is (None for a continuation: level > 0)."""
+    if record.level:
+        return None
+    d = next(d for d in plan.domains if d.name == record.domain)
+    piece = (int(record.partition.rpartition("#")[2])
+             if d.partitions[record.partition_index].stream else 0)
+    return owner(at, d.task(record.partition_index, 0, piece), count)
+
+
+def _first_piece(spec: TaskSpec) -> TaskSpec:
+    from prep.readers.pieces import piece_of, stream_of
+    from prep.task import TaskSpec as Spec
+
+    return Spec(spec.domain, piece_of(stream_of(spec.partition), 0), 0, spec.cap_bytes,
+                spec.cap_tokens)
 
 
 def missing_message(plan: Plan, done: dict[str, TaskRecord], slices: Slices) -> str:
@@ -99,7 +134,8 @@ def new_records(work: WorkDir, seen: dict[str, TaskRecord]) -> list[TaskRecord]:
     return new
 
 
-def own_work_only(records: dict[str, TaskRecord], mine: list[TaskSpec]) -> dict[str, TaskRecord]:
+def own_work_only(plan: Plan, records: dict[str, TaskRecord], index: int,
+                  count: int) -> dict[str, TaskRecord]:
     """The finished records of this slice's own tasks (the ones it verifies and may redo)."""
-    ids = {s.id for s in mine}
-    return {k: v for k, v in records.items() if k in ids}
+    at = positions(plan)
+    return {k: v for k, v in records.items() if record_owner(plan, at, v, count) == index}

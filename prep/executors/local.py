@@ -49,8 +49,9 @@ class LocalExecutor(Executor):
     def submit(self, fn: Callable[[Job], Any], job: Job) -> Handle:
         return self._pool.submit(fn, job)
 
-    def wait(self, handles: list[Future]) -> list[tuple[Handle, Any, BaseException | None]]:
-        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+    def wait(self, handles: list[Future], timeout: float | None = None,
+             ) -> list[tuple[Handle, Any, BaseException | None]]:
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         out = []
         for f in done:
             err = f.exception()

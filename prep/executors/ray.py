@@ -204,12 +204,18 @@ class RayExecutor(Executor):
         self._pending.add(ref)
         return ref
 
-    def wait(self, handles: list[Handle]) -> list[tuple[Handle, Any, BaseException | None]]:
+    def wait(self, handles: list[Handle], timeout: float | None = None,
+             ) -> list[tuple[Handle, Any, BaseException | None]]:
         ray = self._ray
         ready: list[Any] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not ready:  # in steps, so that the main thread handles Ctrl-C and SIGTERM
+            step = WAIT_POLL_S if deadline is None else max(
+                0.0, min(WAIT_POLL_S, deadline - time.monotonic()))
             with _signals_deferred():
-                ready, _ = ray.wait(list(handles), num_returns=1, timeout=WAIT_POLL_S)
+                ready, _ = ray.wait(list(handles), num_returns=1, timeout=step)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         out = []
         for ref in ready:
             self._pending.discard(ref)

@@ -1,8 +1,7 @@
-"""Source readers, by the recipe's `source` name (the registry recipe validation uses too).
+"""Source readers, by the recipe's `source` name.
 
-The registry maps names to "module:Class" strings and imports a reader only when a recipe uses
-it, so that `prep.recipe` can validate names without importing any reader (no import cycle,
-no datasets/pyarrow import for a recipe that needs neither).
+The registry (`prep.source_names`, a leaf module that recipe validation uses too) maps names to
+"module:Class" strings; a reader is imported only when a recipe uses it.
 """
 
 from __future__ import annotations
@@ -17,22 +16,7 @@ from prep.readers.base import (
     ReadSettings,
     SourceError,
 )
-
-READERS: dict[str, str] = {
-    "hf": "prep.readers.hf:HFReader",
-    "json": "prep.readers.jsonl:JsonReader",
-    "parquet": "prep.readers.parquet:ParquetReader",
-    "text": "prep.readers.text:TextReader",
-    "mathqa": "prep.readers.mathqa:MathQAReader",
-    "stdlib": "prep.readers.stdlib:StdlibReader",
-    "pydoc": "prep.readers.pydoc:PydocReader",
-    "synthetic-math": "prep.readers.synthetic_math:SyntheticMathReader",
-}
-GROUPS: dict[str, str] = {
-    "wikitext": "prep.readers.wikitext:WikiTextArticles",
-}
-SOURCE_NAMES = tuple(READERS)
-GROUP_NAMES = tuple(GROUPS)
+from prep.source_names import GROUP_NAMES, GROUPS, READERS, SOURCE_NAMES
 
 
 def _load(ref: str) -> type:

@@ -4,10 +4,16 @@ A reader turns one `[domains.<name>]` table of the recipe into documents. It doe
 two places:
 
 - in the coordinator, once: check what can be checked cheaply (files exist, the Hub or its local
-  cache answers, a ZIP opens) and list the source's **partitions**: the units of work, in the
-  source's natural order, known before any record is read (a group of small files, a byte range
-  of a large plain file, a shard of a Hub dataset, a range of generated problems). The list
-  depends only on the input, never on --workers, the executor or a resume;
+  cache answers, a ZIP opens) and list the source's **partitions**: the units of the seeded
+  order, in the source's natural order, known before any record is read (a group of small
+  files, a byte range of a large plain file, runs of a Parquet file's row groups, a shard of a
+  Hub dataset, a range of generated problems). The list depends only on the input, never on
+  --workers, the executor or a resume;
+- a partition that can only be read from its start (a large compressed file, a Hub shard: a
+  *stream partition*, ``spec["cut"]``) is read as consecutive **pieces**, each a task of its
+  own, cut where the content says (:mod:`prep.readers.pieces`): :meth:`Reader.cut` reads it
+  once, in order, and the coordinator's cutter (:mod:`prep.cutter`) spills the pieces for the
+  workers;
 - in a worker, per task: :meth:`Reader.read` streams one partition's records as
   :class:`Document` or :class:`BadRecord`. A worker builds its own reader from the same
   :class:`~prep.recipe.DomainConfig` and :class:`ReadSettings` (``probe=False``), so a reader
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from prep.config import DEFAULT_PARTITION_MB
 
 if TYPE_CHECKING:
+    from prep.readers.pieces import Piece
     from prep.recipe import DomainConfig
 
 DEFAULT_PARTITION_BYTES = int(DEFAULT_PARTITION_MB * 1e6)  # one partition (task) of file input
@@ -56,6 +63,7 @@ class ReadSettings:
     partition_bytes: int = DEFAULT_PARTITION_BYTES
     cache_dir: str | None = None  # downloads (the MathQA ZIP) go here; shared by all nodes
     probe: bool = True  # coordinator: check reachability and inputs; workers: False
+    spill_dir: str | None = None  # where the run's cutter spills pieces (set per run; workers)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,16 @@ class Partition:
     spec: dict[str, Any]  # what the reader needs to read it in a worker
     identity: str  # the input's identity for resume checks: sizes and mtimes, a revision, a hash
     size: int | None = None  # bytes of input, where known (progress only)
+
+    @property
+    def piece(self) -> int | None:
+        """For one piece of a stream partition: its index in the stream (else None)."""
+        return self.spec.get("piece")
+
+    @property
+    def stream(self) -> bool:
+        """A stream partition: read as pieces of about ``spec["cut"]`` bytes of text."""
+        return "cut" in self.spec and "piece" not in self.spec
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "key": self.key, "spec": self.spec,
@@ -102,8 +120,16 @@ class Reader:
         return (p for p in self.partitions() if p.index > partition.index)
 
     def read(self, partition: Partition) -> Iterator[Document | BadRecord]:
-        """Stream one partition's records, in order (worker)."""
+        """Stream one partition's records, in order (worker); for a stream partition, one
+        piece's records (``partition.piece``)."""
         raise NotImplementedError
+
+    def cut(self, partition: Partition) -> Iterator[Piece]:
+        """A stream partition's pieces, in order, from one sequential read (the coordinator's
+        cutter; a worker without the piece's spill). Readers with stream partitions implement
+        it with :func:`prep.readers.pieces.cut_lines` or :func:`~prep.readers.pieces.cut_rows`.
+        """
+        raise NotImplementedError(f"source {self.name!r} has no stream partitions")
 
     def partition_record(self, partition: Partition) -> dict[str, Any]:
         """The partition's input facts for the manifest (worker, after reading it to its end).

@@ -2,8 +2,8 @@
 
 Everything the file readers (json, text, parquet) and the code/prose readers share:
 
-- :func:`expand`: data_files patterns -> sorted, de-duplicated paths (a pattern matching
-  nothing is an error);
+- :func:`expand` (from :mod:`prep.readers.paths`): data_files patterns -> sorted paths, each
+  real file once (a pattern matching nothing, or something that is not a file, is an error);
 - :class:`FileInfo`: a file's identity (size + mtime_ns), checked again in the worker;
 - :func:`sha256_range` / :func:`file_record`: checksums, computed in workers only;
 - :func:`iter_decompressed`: bytes decompressed by suffix (.gz .zst/.zstd .bz2 .xz), with
@@ -13,14 +13,13 @@ Everything the file readers (json, text, parquet) and the code/prose readers sha
   so the ranges of a file share its lines out, each line to exactly one range;
 - :func:`pack_files` / :func:`byte_ranges`: consecutive files packed into partitions of up to
   ``partition_bytes`` (a compressed file counting as COMPRESSION_RATIO times its size on disk);
-  a larger plain file split into byte ranges (used by
-  :class:`prep.readers.local.FileReader`).
+  a larger plain file split into byte ranges, a larger compressed file made a stream partition
+  cut into pieces (:mod:`prep.readers.pieces`) (used by :class:`prep.readers.local.FileReader`).
 """
 
 from __future__ import annotations
 
 import bz2
-import glob
 import hashlib
 import json
 import lzma
@@ -86,26 +85,6 @@ def check_unchanged(f: FileInfo, error: Callable[[str], Exception]) -> None:
         raise error(f"{f.path}: changed since the run was planned (was {f.size} bytes, "
                     f"mtime_ns {f.mtime_ns}; now {now.size} bytes, mtime_ns {now.mtime_ns}); "
                     "plan the run again")
-
-
-def expand(patterns: Iterable[str], error: Callable[[str], Exception]) -> list[str]:
-    """Paths of the files `patterns` name: each pattern's matches sorted, patterns in order,
-    duplicates dropped. A plain path is used as is (even with glob characters in it)."""
-    files: list[str] = []
-    seen: set[str] = set()
-    for pattern in patterns:
-        if os.path.isfile(pattern):
-            matches = [pattern]
-        else:
-            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise error(f"data_files pattern {pattern!r} matches no file; fix the path or glob "
-                        "(relative paths resolve against the recipe file)")
-        for m in matches:
-            if m not in seen:
-                seen.add(m)
-                files.append(m)
-    return files
 
 
 def spec_identity(spec: dict[str, Any]) -> str:
@@ -261,9 +240,14 @@ def open_lines(path: str, start: int | None = None, end: int | None = None,
     return line_lists(iter_range(path, start, end if end is not None else start, hasher))
 
 
-def bad_line(path: str, raw: bytes, pos: int, by_row: bool, e: ValueError) -> str:
-    """Why line `raw` (line index or byte offset `pos`) is unreadable: not UTF-8, bad JSON."""
+def bad_line(path: str, raw: bytes, pos: int, by_row: bool,
+             e: ValueError | RecursionError) -> str:
+    """Why line `raw` (line index or byte offset `pos`) is unreadable: not UTF-8, bad JSON,
+    JSON nested deeper than the parser allows."""
     where = f"{path}: line {pos + 1}" if by_row else f"{path}: line at byte {pos}"
+    if isinstance(e, RecursionError):
+        return (f"{where}: JSON nested deeper than Python's parser allows ({len(raw)} bytes); "
+                "flatten or remove that line")
     if isinstance(e, UnicodeDecodeError):
         return (f"{where}: bytes are not UTF-8 ({e.reason}: byte {raw[e.start]:#04x} at "
                 f"column {e.start + 1}); re-encode the file as UTF-8")
@@ -291,14 +275,15 @@ def text_size(f: FileInfo) -> int:
     return f.size * COMPRESSION_RATIO if compression(f.path) is not None else f.size
 
 
-def pack_files(files: list[FileInfo], limit: int) -> list[list[FileInfo]]:
-    """Consecutive files packed into groups of up to `limit` bytes (by :func:`text_size`); a
-    file larger than `limit` is a group of its own."""
+def pack_files(files: list[FileInfo], limit: int,
+               size_of: Callable[[FileInfo], int] = text_size) -> list[list[FileInfo]]:
+    """Consecutive files packed into groups of up to `limit` bytes of text (by `size_of`,
+    :func:`text_size` by default); a file larger than `limit` is a group of its own."""
     groups: list[list[FileInfo]] = []
     current: list[FileInfo] = []
     size = 0
     for f in files:
-        n = text_size(f)
+        n = size_of(f)
         if n > limit or (current and size + n > limit):
             if current:
                 groups.append(current)

@@ -2,7 +2,11 @@
 
 Partitions are the streamed dataset's shards (``IterableDataset.num_shards``: its data files,
 in order); a task reads ``ds.shard(num_shards=n, index=i)``, which is shard i alone (datasets
-gives contiguous groups of shards, one each when n is the shard count).
+gives contiguous groups of shards, one each when n is the shard count). A dataset with fewer
+than ``CUT_BELOW_SHARDS`` shards (WikiText-103's train split has two; many have one) would
+leave workers idle: each of its shards is a stream partition (`prep.readers.pieces`) whose rows
+are cut into pieces of ``partition_bytes`` of text, streamed once by the coordinator's cutter.
+The rule depends on the dataset only (never on --workers), so the plan does too.
 
 Online, the coordinator resolves the revision to a commit (``HfApi``) and every task streams
 that commit. Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``, or the Hub unreachable),
@@ -14,6 +18,7 @@ the resolved revision. Workers never probe the network: what they need is in the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -21,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prep.readers import pieces
 from prep.readers.base import BadRecord, Document, Partition, Reader, SourceError
 from prep.readers.rows import FIRST_RECORD, PROVENANCE_FIELDS, bad_field, jsonable
 
@@ -29,6 +35,7 @@ HUB_PORT = 443
 HUB_TIMEOUT_S = 3.0
 URL_TIMEOUT_S = 10.0
 BATCH_ROWS = 1000  # rows per Arrow batch read from datasets
+CUT_BELOW_SHARDS = 32  # fewer shards than this: each is cut into pieces (a worker each)
 _OFFLINE_VALUES = {"1", "on", "yes", "true"}
 
 
@@ -107,6 +114,8 @@ class HFReader(Reader):
         self.offline_reason: str | None = None
         self._partitions: list[Partition] | None = None
         self._datasets: dict[tuple[str, str | None], Any] = {}
+        self._pieces: dict[str, dict[str, Any]] = {}  # piece key -> its partition record
+        self._stream_last: dict[str, int] = {}  # stream key -> index of its last piece
         if settings.probe:
             self._resolve()
 
@@ -158,11 +167,16 @@ class HFReader(Reader):
         c = self.cfg
         spec = {"mode": base["mode"], "target": base["target"], "revision": base["revision"],
                 "shard": i, "n_shards": n}
+        if n < CUT_BELOW_SHARDS:
+            spec["cut"] = self.settings.partition_bytes
         identity = (f"hf:{c.dataset}@{base['revision'] or 'unresolved'}:{c.config or ''}:"
                     f"{c.split}:{c.data_dir or ''}#{i}/{n}")
         return Partition(i, f"shard-{i:05d}-of-{n:05d}", spec, identity)
 
     def partitions_after(self, partition: Partition) -> Iterator[Partition]:
+        if partition.piece is not None:  # the stream's later pieces, then the next shards
+            key = pieces.stream_of(partition).key
+            yield from pieces.later_pieces(partition, lambda: self._stream_last.get(key))
         spec = partition.spec  # derived from the spec: listing shards would need the network
         for j in range(int(spec["shard"]) + 1, int(spec["n_shards"])):
             yield self._partition(spec, j, int(spec["n_shards"]))
@@ -226,6 +240,22 @@ class HFReader(Reader):
     # ------------------------------------------------------------------ read (worker)
 
     def read(self, partition: Partition) -> Iterator[Document | BadRecord]:
+        if partition.piece is None:
+            yield from self._shard_rows(partition)
+            return
+        piece = pieces.load(self, partition)
+        if piece.last:
+            self._stream_last[pieces.stream_of(partition).key] = piece.index
+        yield from pieces.row_records(piece.data)
+        self._pieces[partition.key] = self._piece_record(partition, piece)
+
+    def cut(self, partition: Partition) -> Iterator[pieces.Piece]:
+        """A shard's rows cut into pieces by the bytes of their texts (one streamed read)."""
+        rows = (pieces.row_line(r.text, r.source) if isinstance(r, Document)
+                else pieces.row_line(None, bad=r.reason) for r in self._shard_rows(partition))
+        return pieces.cut_rows(rows, int(partition.spec["cut"]))
+
+    def _shard_rows(self, partition: Partition) -> Iterator[Document | BadRecord]:
         spec = partition.spec
         i, n = int(spec["shard"]), int(spec["n_shards"])
         ds = self._dataset(spec)
@@ -283,9 +313,21 @@ class HFReader(Reader):
             start += table.num_rows
 
     def partition_record(self, partition: Partition) -> dict[str, Any]:
+        if partition.piece is not None:
+            rec = self._pieces.pop(partition.key, None)
+            return rec if rec is not None else self._piece_record(
+                partition, pieces.load(self, partition))
         spec = partition.spec
         out = {"dataset": self.cfg.dataset, "revision": spec["revision"],
                "shard": spec["shard"], "n_shards": spec["n_shards"]}
         if spec["mode"] == "cache":
             out["snapshot"] = spec["target"]
+        return out
+
+    def _piece_record(self, partition: Partition, piece: pieces.Piece) -> dict[str, Any]:
+        """A piece's record: its shard's, the piece's range of the shard's text (rows' UTF-8
+        bytes, one more per row) and the sha256 of its rows as spilled, whether it is last."""
+        out = self.partition_record(pieces.stream_of(partition))
+        out.update(piece=piece.index, text_start=piece.start, text_end=piece.end,
+                   rows_sha256=hashlib.sha256(piece.data).hexdigest(), last=piece.last)
         return out

@@ -7,9 +7,11 @@ never split.
 
 Provenance: ``{"file", "row"}`` (0-based line of a JSON Lines file, element of an array) for
 partitions that start at the file's start; ``{"file", "byte"}`` (the line's offset) for the
-later byte ranges of a split file. A malformed or non-UTF-8 line, or a record without a string
-text field, is a BadRecord naming the file and line; in a file's first record it is an error
-(the file is probably not JSON Lines, or text_field is wrong).
+later byte ranges of a split file, and for the later pieces of a large compressed file (the
+offset in its decompressed text: `prep.readers.pieces`). A malformed or non-UTF-8 line, a line
+nested deeper than the parser allows, or a record without a string text field, is a BadRecord
+naming the file and line; in a file's first record it is an error (the file is probably not
+JSON Lines, or text_field is wrong).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ NOT_JSONL = " (the file's first record: is it JSON Lines? check data_files)"
 class JsonReader(FileReader):
     name = "json"
     _how = "decompressed by suffix, one json.loads per line; JSON arrays parsed incrementally"
+    cuts_lines = True
 
     def format_rules(self) -> list[str]:
         return [f"each record's {self.text_field!r} field is one document, unchanged",
@@ -48,6 +51,14 @@ class JsonReader(FileReader):
         if parts and _first_byte(f.path) == b"[":
             return None  # a JSON array cannot be cut into byte ranges
         return parts
+
+    def _uncuttable(self, path: str, head: bytes) -> bool:
+        """A compressed JSON array is read whole (never cut); no records at all is an error."""
+        first = head.lstrip(_WHITESPACE)
+        if not first:
+            what = "holds only blank lines, no records" if head else "decompresses to nothing"
+            raise self._error(files.empty_file_error(path, what))
+        return first.removeprefix(_BOM).startswith(b"[")
 
     def _read_file(self, f: FileInfo, start: int | None, end: int | None, hasher: Any,
                    spec: dict[str, Any]) -> Iterator[Document | BadRecord]:
@@ -87,7 +98,7 @@ class JsonReader(FileReader):
                 at += len(raw) + 1
                 try:
                     obj = loads(raw)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
                     if not raw.strip(_WHITESPACE):
                         continue  # a blank line
                     obj = self._retry_bom(raw, first)
@@ -112,7 +123,7 @@ class JsonReader(FileReader):
         if first and raw.startswith(_BOM):
             try:
                 return json.loads(raw[len(_BOM):].decode())
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
         return None
 
@@ -129,6 +140,9 @@ class JsonReader(FileReader):
                     yield BadRecord(bad_field(f"{path} row {i}", self.text_field, obj))
         except ValueError as e:  # the parser's own messages name the file
             raise self._error(f"{e}; fix or re-create the file") from e
+        except RecursionError as e:  # an element nested too deep: no way to skip just it
+            raise self._error(f"{path}: an element of the JSON array is nested deeper than "
+                              "Python's JSON parser allows; flatten or remove it") from e
 
 
 def _json_lines_parser() -> Callable[[bytes], Any]:

@@ -1,9 +1,12 @@
 """The base of the readers of local `data_files` (json, text, parquet).
 
 Plan (coordinator): patterns expanded and stat'ed (never read), files packed into partitions
-of up to ``partition_bytes``, a larger plain file cut into byte ranges. Read (worker): each
-file's identity checked against the plan, its records streamed, its bytes hashed on the way so
-that :meth:`FileReader.partition_record` costs nothing more after a full read.
+of up to ``partition_bytes`` of text, a larger plain file cut into byte ranges, a larger
+compressed file (json, text) made a *stream partition* whose pieces are cut from its
+decompressed text (:mod:`prep.readers.pieces`; piece i holds the lines that start in
+``[i*P, (i+1)*P)``, the byte-range rule of a plain file). Read (worker): each file's identity
+checked against the plan, its records streamed, its bytes hashed on the way so that
+:meth:`FileReader.partition_record` costs nothing more after a full read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
+from prep.readers import pieces
 from prep.readers.base import BadRecord, Document, Partition, Reader
 from prep.readers.files import (
     FileInfo,
@@ -20,17 +25,23 @@ from prep.readers.files import (
     check_unchanged,
     compression,
     empty_file_error,
-    expand,
+    iter_decompressed,
+    line_lists,
     pack_files,
     sha256_range,
     spec_identity,
     stat_file,
+    text_size,
 )
+from prep.readers.paths import expand
 
 
 class FileReader(Reader):
     """Readers of local `data_files` (json, text, parquet): expansion, partitions, identity
-    checks and checksums. Subclasses implement :meth:`_read_file` (and may :meth:`_split`)."""
+    checks and checksums. Subclasses implement :meth:`_read_file` (and may :meth:`_split`);
+    line readers (``cuts_lines``) implement :meth:`_lines`, which reads stream pieces too."""
+
+    cuts_lines = False  # a large compressed file is a stream partition cut into line pieces
 
     def __init__(self, cfg: Any, settings: Any) -> None:
         super().__init__(cfg, settings)
@@ -40,6 +51,8 @@ class FileReader(Reader):
         self._partitions: list[Partition] | None = None
         self._base: str | None = None  # the common folder of the files (partition keys)
         self._digests: dict[str, list[dict[str, Any]]] = {}
+        self._pieces: dict[str, dict[str, Any]] = {}  # piece key -> its partition record
+        self._stream_last: dict[str, int] = {}  # stream key -> index of its last piece
         if settings.probe:
             self._check_files(self.files)
 
@@ -72,7 +85,14 @@ class FileReader(Reader):
     def partitions(self) -> list[Partition]:
         if self._partitions is None:
             out: list[Partition] = []
-            for group in pack_files(self.files, self.settings.partition_bytes):
+            limit = self.settings.partition_bytes
+            for group in pack_files(self.files, limit, self._text_bytes):
+                f = group[0]
+                if len(group) == 1 and self._is_stream(f):
+                    spec = {"files": [f.to_spec()], "cut": limit}
+                    out.append(Partition(len(out), self.display(f.path), spec,
+                                         spec_identity(spec), f.size))
+                    continue
                 parts = self._split(group[0]) if len(group) == 1 else None
                 if not parts:
                     names = [self.display(f.path) for f in group]
@@ -84,6 +104,15 @@ class FileReader(Reader):
             self._partitions = out
         return self._partitions
 
+    def _text_bytes(self, f: FileInfo) -> int:
+        """The text a file holds, as partitions count it (an estimate for a compressed file)."""
+        return text_size(f)
+
+    def _is_stream(self, f: FileInfo) -> bool:
+        """A compressed file larger than a partition is a stream partition (line readers)."""
+        return (self.cuts_lines and compression(f.path) is not None
+                and self._text_bytes(f) > self.settings.partition_bytes)
+
     def _split(self, f: FileInfo) -> list[tuple[str, dict[str, Any], int]] | None:
         """A file larger than partition_bytes as (key, spec, size) pieces, or None to keep it
         whole. Plain files split into byte ranges; compressed ones cannot be split."""
@@ -94,6 +123,9 @@ class FileReader(Reader):
                 for s, e in byte_ranges(f.size, self.settings.partition_bytes)]
 
     def read(self, partition: Partition) -> Iterator[Document | BadRecord]:
+        if partition.piece is not None:
+            yield from self._read_piece(partition)
+            return
         spec = partition.spec
         start, end = spec.get("start"), spec.get("end")
         records = []
@@ -111,6 +143,77 @@ class FileReader(Reader):
         feeds `hasher` the file's bytes (the range's, for a range)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ stream pieces
+
+    def cut(self, partition: Partition) -> Iterator[pieces.Piece]:
+        f = FileInfo.from_spec(partition.spec["files"][0])
+        check_unchanged(f, self._error)
+        hasher = hashlib.sha256()
+        chunks = self._guard(f.path, iter_decompressed(f.path, hasher))
+        head: list[bytes] = []
+        for chunk in chunks:  # up to the first non-blank byte: what kind of stream is it?
+            head.append(chunk)
+            if chunk.lstrip(b" \t\r\n"):
+                break
+        if self._uncuttable(f.path, b"".join(head)):
+            yield pieces.Piece(0, b"", 0, 0, last=True, whole=True)
+            return
+        for piece in pieces.cut_lines(chain(head, chunks), int(partition.spec["cut"])):
+            if piece.last:  # the whole file was read: its checksum comes with the last piece
+                piece.extra = {"bytes": f.size, "sha256": hasher.hexdigest()}
+            yield piece
+
+    def _uncuttable(self, path: str, head: bytes) -> bool:
+        """Whether a stream must be read whole (a JSON array); `head` holds its bytes up to
+        the first non-blank one. Raises on a stream with no records."""
+        if not head:
+            raise self._error(empty_file_error(path, "decompresses to nothing"))
+        return False
+
+    def _lines(self, path: str, blocks: Iterable[tuple[int, list[bytes]]],
+               by_row: bool) -> Iterator[Document | BadRecord]:
+        """Records of (offset, lines) blocks (line readers)."""
+        raise NotImplementedError
+
+    def _read_piece(self, partition: Partition) -> Iterator[Document | BadRecord]:
+        f = FileInfo.from_spec(partition.spec["files"][0])
+        check_unchanged(f, self._error)
+        piece = pieces.load(self, partition)
+        if piece.last:
+            self._stream_last[pieces.stream_of(partition).key] = piece.index
+        if piece.whole:  # read the file as one, the way a partition of it would be
+            hasher = hashlib.sha256()
+            yield from self._read_file(f, None, None, hasher, partition.spec)
+            entry = _record(f.path, f.size, None, None, hasher.hexdigest())
+        else:
+            yield from self._piece_records(f, piece)
+            entry = self._piece_entry(f, partition, piece)
+        self._pieces[partition.key] = {"files": [entry], "last": piece.last}
+
+    def _piece_records(self, f: FileInfo, piece: pieces.Piece) -> Iterator[Document | BadRecord]:
+        """A piece's records from its payload (line readers: its lines)."""
+        return self._lines(f.path, line_lists([(piece.start, piece.data)]),
+                           by_row=piece.start == 0)
+
+    def _piece_entry(self, f: FileInfo, partition: Partition,
+                     piece: pieces.Piece) -> dict[str, Any]:
+        """A piece's entry in its partition record: its range of the decompressed text and
+        that text's sha256; the last piece also has the file's size and sha256 (the cutter
+        read all of it)."""
+        out: dict[str, Any] = {"path": f.path, "piece": piece.index, "text_start": piece.start,
+                               "text_end": piece.end,
+                               "text_sha256": hashlib.sha256(piece.data).hexdigest()}
+        if piece.last:
+            out.update(piece.extra)
+        return out
+
+    def partitions_after(self, partition: Partition) -> Iterator[Partition]:
+        if partition.piece is None:
+            return super().partitions_after(partition)
+        key = pieces.stream_of(partition).key
+        return chain(pieces.later_pieces(partition, lambda: self._stream_last.get(key)),
+                     super().partitions_after(partition))
+
     def _guard(self, path: str, items: Iterable[Any]) -> Iterator[Any]:
         """`items`, with a read error (truncated/corrupt stream, I/O) as a SourceError."""
         try:
@@ -121,6 +224,15 @@ class FileReader(Reader):
             raise self._error(f"{path}: cannot read it ({e})") from e
 
     def partition_record(self, partition: Partition) -> dict[str, Any]:
+        if partition.piece is not None:
+            rec = self._pieces.pop(partition.key, None)
+            if rec is None:  # not read to its end by this reader
+                piece = pieces.load(self, partition)
+                f = FileInfo.from_spec(partition.spec["files"][0])
+                entry = (_record(f.path, f.size, None, None, sha256_range(f.path)) if piece.whole
+                         else self._piece_entry(f, partition, piece))
+                rec = {"files": [entry], "last": piece.last}
+            return rec
         records = self._digests.pop(partition.key, None)
         if records is None:  # not read to its end by this reader: hash now
             start, end = partition.spec.get("start"), partition.spec.get("end")
@@ -152,3 +264,4 @@ def _record(path: str, size: int, start: int | None, end: int | None,
     if start is None:
         return {"path": path, "bytes": size, "sha256": sha256}
     return {"path": path, "start": start, "end": end, "sha256": sha256}
+

@@ -1,23 +1,29 @@
 """``source = "parquet"``: local Parquet files, read with pyarrow directly.
 
 Plan time opens every file's footer (no data): a file that is not Parquet, has no rows, or has
-no string column `text_field` is an error naming the file (and the columns it has). Files
-pack into partitions like other file sources; a file larger than ``partition_bytes`` splits
-into runs of whole row groups, each with the byte range it covers (the ranges of a file tile
-it: the first starts at 0, the last ends at the file's end, so their checksums cover every
-byte once). Provenance: ``{"file", "row"}``, the row's absolute index in the file.
+no string column `text_field` is an error naming the file (and the columns it has). A file
+counts for what its text column holds uncompressed (the footer says, per row group; a file's
+size on disk understates its text 3-5x). Files pack into partitions like other file sources;
+a file holding more than ``partition_bytes`` splits into runs of whole row groups, each with
+the byte range it covers (the ranges of a file tile it: the first starts at 0, the last ends at
+the file's end, so their checksums cover every byte once). A single row group larger than that
+(pyarrow writes up to 1Mi rows per group by default: gigabytes of text) is a stream partition
+(`prep.readers.pieces`): the cutter reads its rows once and cuts them into pieces by the bytes
+of their texts, so one big row group still feeds every worker. Provenance: ``{"file", "row"}``,
+the row's absolute index in the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prep.readers import files
-from prep.readers.base import BadRecord, Document
+from prep.readers import files, pieces
+from prep.readers.base import BadRecord, Document, Partition
 from prep.readers.files import FileInfo
 from prep.readers.local import FileReader
 from prep.readers.rows import FIRST_RECORD, PROVENANCE_FIELDS, bad_field, jsonable
@@ -86,23 +92,31 @@ class ParquetReader(FileReader):
             self._meta[path] = md
         return md
 
+    def _text_bytes(self, f: FileInfo) -> int:
+        md = self.metadata(f.path)
+        return sum(self._group_text(md, k) for k in range(md.num_row_groups))
+
+    def _group_text(self, md: pq.FileMetaData, k: int) -> int:
+        """The uncompressed bytes of row group k's text column (its whole size if unnamed)."""
+        rg = md.row_group(k)
+        cols = [rg.column(c) for c in range(rg.num_columns)]
+        named = [c for c in cols if c.path_in_schema == self.text_field]
+        return sum(c.total_uncompressed_size for c in (named or cols))
+
     def _split(self, f: FileInfo) -> list[tuple[str, dict[str, Any], int]] | None:
         limit = self.settings.partition_bytes
-        if f.size <= limit:
-            return None
         md = self.metadata(f.path)
+        if self._text_bytes(f) <= limit:
+            return None
         runs: list[list[int]] = []
         size = 0
         for k in range(md.num_row_groups):
-            rg = md.row_group(k)
-            rg_bytes = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+            rg_bytes = self._group_text(md, k)
             if not runs or size + rg_bytes > limit:
                 runs.append([])
                 size = 0
             runs[-1].append(k)
             size += rg_bytes
-        if len(runs) == 1:
-            return None
         starts = row_group_starts(md)
         name = self.display(f.path)
         out = []
@@ -110,9 +124,43 @@ class ParquetReader(FileReader):
             a, b = run[0], run[-1] + 1
             start = 0 if j == 0 else starts[a]
             end = f.size if j == len(runs) - 1 else starts[b]
-            spec = {"files": [f.to_spec()], "start": start, "end": end, "row_groups": [a, b]}
+            spec: dict[str, Any] = {"files": [f.to_spec()], "start": start, "end": end,
+                                    "row_groups": [a, b]}
+            if b == a + 1 and self._group_text(md, a) > limit:
+                spec["cut"] = limit  # one large row group: its rows cut into pieces
             groups = f"{a}" if b == a + 1 else f"{a}-{b - 1}"
             out.append((f"{name}#rg{groups}", spec, end - start))
+        return out
+
+    # ------------------------------------------------------------------ a large row group
+
+    def cut(self, partition: Partition) -> Iterator[pieces.Piece]:
+        """A large row group's rows, cut by the bytes of their texts (one read); the last
+        piece carries the sha256 of the file's bytes the row group covers."""
+        spec = partition.spec
+        f = FileInfo.from_spec(spec["files"][0])
+        files.check_unchanged(f, self._error)
+        hasher = hashlib.sha256()
+        rows = (pieces.row_line(r.text, r.source) if isinstance(r, Document)
+                else pieces.row_line(None, bad=r.reason)
+                for r in self._read_file(f, spec["start"], spec["end"], hasher, spec))
+        for piece in pieces.cut_rows(rows, int(spec["cut"])):
+            if piece.last:
+                piece.extra = {"start": spec["start"], "end": spec["end"],
+                               "sha256": hasher.hexdigest()}
+            yield piece
+
+    def _piece_records(self, f: FileInfo, piece: pieces.Piece) -> Iterator[Document | BadRecord]:
+        return pieces.row_records(piece.data)
+
+    def _piece_entry(self, f: FileInfo, partition: Partition,
+                     piece: pieces.Piece) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": f.path, "row_groups": partition.spec["row_groups"],
+                               "piece": piece.index, "text_start": piece.start,
+                               "text_end": piece.end,
+                               "rows_sha256": hashlib.sha256(piece.data).hexdigest()}
+        if piece.last:
+            out.update(piece.extra)
         return out
 
     def _read_file(self, f: FileInfo, start: int | None, end: int | None, hasher: Any,

@@ -23,6 +23,7 @@ TEXT_FIELD = "text"
 class TextReader(FileReader):
     name = "text"
     _how = "decompressed by suffix, split at '\\n'"
+    cuts_lines = True
 
     def __init__(self, cfg: Any, settings: Any) -> None:
         super().__init__(cfg, settings)

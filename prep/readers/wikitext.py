@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prep.readers.base import BadRecord, Document, Partition, Reader
+from prep.readers.pieces import Piece
 
 # " = Title = " -> "Title"; the title neither starts nor ends with '=' (that would be a
 # subsection heading such as " = = Career = = ").
@@ -79,6 +80,9 @@ class WikiTextArticles(Reader):
 
     def read(self, partition: Partition) -> Iterator[Document | BadRecord]:
         return group_articles(self._rows(partition))
+
+    def cut(self, partition: Partition) -> Iterator[Piece]:
+        return self.inner.cut(partition)  # pieces are the inner reader's rows
 
     def _rows(self, partition: Partition) -> Iterator[Document | BadRecord]:
         """The partition's rows, then the following partitions' rows up to the next heading
