@@ -154,6 +154,8 @@ class Bench:
         `procs`, that many processes at once, each on every procs-th file."""
         import concurrent.futures as cf
 
+        procs = max(1, min(procs, len(corpus.files)))  # no process without a file
+
         def one(k: int) -> dict[str, Any] | None:
             spec = {"files": corpus.files[k::procs]}
             return children.run_child("ceiling", self.work / f"ceiling-{corpus.name}-{k}.json",
