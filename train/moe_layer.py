@@ -127,11 +127,8 @@ def router_z_loss(logits: Tensor) -> Tensor:
 
 def route(logits: Tensor, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
     """probs (N, E) = softmax over all experts; top-k ids (N, k); gates (N, k) (see module doc).
-
-    The top-k is one max reduction per slot (what ``torch.topk`` computes, most probable first;
-    ties go to the lower expert id): unlike ``topk`` it fuses with the softmax under
-    torch.compile, and its backward is a select, not a scatter into zeros.
-    """
+    The top-k, most probable first, is a max reduction per slot (ties: the lower expert id),
+    which torch.compile fuses with the softmax; ``torch.topk`` is a kernel of its own."""
     probs = torch.softmax(logits, dim=-1)
     top_p, top_i = probs.max(dim=-1, keepdim=True)
     if top_k == 1:
