@@ -159,6 +159,7 @@ def test_grouped_mm_graphs_have_no_sort_topk_or_accumulating_index_put(top_k: in
     """What torch.compile hands inductor for the grouped_mm path (aten graphs after inductor's
     decompositions): no sort, topk, searchsorted or scatter_add in the forward, and no
     accumulating index_put / index_add / scatter_add (atomics on CUDA) in the backward."""
+    from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
     from torch._inductor.decomposition import select_decomp_table
 
@@ -168,7 +169,7 @@ def test_grouped_mm_graphs_have_no_sort_topk_or_accumulating_index_put(top_k: in
         def compiler(gm: torch.fx.GraphModule, _inputs: object) -> object:
             graphs[kind] = [f"{n.target}{'+acc' if n.args[3:4] == (True,) else ''}"
                             for n in gm.graph.nodes if n.op == "call_function"]
-            return gm.forward
+            return make_boxed_func(gm.forward)
         return compiler
 
     layer = make_layer(top_k, "grouped_mm", n_experts=5).train()
