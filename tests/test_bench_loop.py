@@ -46,6 +46,17 @@ def test_cpu_smoke_runs_the_loop_the_bare_step_and_a_baseline_tree(tmp_path):
     prof = after["child"]["profile"]
     assert prof["sorted_by"] == "cpu_ms" and len(prof["top"]) == 30
     assert any(r["op"] == "aten::bmm" for r in prof["top"])  # the experts' padded matmuls
+    assert len(prof["ops"]) == prof["n_ops"] > 30  # every op by name, not only the top 30
+    assert prof["ops"][:30] == prof["top"]
+    # the MoE layer alone, eager, with ranges around its parts and the backward per node
+    moe = after["child"]["moe_profile"]
+    assert (moe["shape"], moe["top_k"], moe["impl"]) == ([2, 32, 128], 2, "auto")
+    assert set(moe["phases"]) == {"moe.forward", "moe.backward", "moe.router", "moe.experts"}
+    assert all(moe["phases"][p]["count"] == 1 for p in moe["phases"])
+    assert moe["phases"]["moe.forward"]["cpu_ms"] > moe["phases"]["moe.experts"]["cpu_ms"] > 0
+    ops = {r["op"] for r in moe["ops"]}
+    assert "autograd::engine::evaluate_function: _GatherRowsBackward" in ops
+    assert "aten::argsort" not in ops and "aten::topk" not in ops
     # the "after" loop read the device every 10 steps: one dt_s per interval
     dts = after["loop"]["dt_s"]
     assert dts[:10] == [dts[0]] * 10 and dts[10:20] == [dts[10]] * 10 and len(set(dts)) <= 3

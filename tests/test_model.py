@@ -13,10 +13,14 @@ from train.bench_layer import run_layer_bench
 from train.model import GPT, GPTConfig, make_config
 from train.moe_layer import (
     MoEFFN,
+    _ExpertBias,
+    _GatherRows,
+    dispatch_plan,
     grouped_mm_supported,
     load_balancing_loss,
     reference_moe_forward,
     resolve_impl,
+    route,
     router_z_loss,
 )
 from train.upcycle import upcycle
@@ -82,6 +86,164 @@ def test_bmm_and_grouped_mm_paths_agree(top_k: int) -> None:
     gb = grads(ob.out, [x, b.c_fc_weight, b.c_proj_weight, b.router.weight])
     for u, v in zip(ga, gb, strict=True):
         torch.testing.assert_close(u, v, atol=1e-5, rtol=1e-5)
+
+
+WRT = ["x", "router", "c_fc_weight", "c_fc_bias", "c_proj_weight", "c_proj_bias"]
+
+
+def wrt_of(layer: MoEFFN, x: torch.Tensor) -> list[torch.Tensor]:
+    return [x, layer.router.weight, layer.c_fc_weight, layer.c_fc_bias, layer.c_proj_weight,
+            layer.c_proj_bias]
+
+
+# torch._grouped_mm's meta function (what torch.compile traces with) takes bf16 only, on any
+# device: the compiled grouped_mm path is checked under CPU bf16 autocast, as on the GPU.
+COMPILED = [("bmm", torch.float32)] + ([("grouped_mm", torch.bfloat16)] if GMM_ON_CPU else [])
+
+
+@pytest.mark.parametrize(("impl", "dtype"), COMPILED)
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_compiled_layer_matches_eager_and_reference(top_k: int, impl: str,
+                                                    dtype: torch.dtype) -> None:
+    """fullgraph compile (the custom autograd Functions traced by dynamo): forward, the aux
+    losses and the gradients of x and every parameter equal eager's and the naive loop's."""
+    layer = make_layer(top_k, impl, n_experts=5).eval()
+    x = torch.randn(2, 24, 16, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    auto = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+    # bf16: differences up to ~0.6% of the largest entry, eager vs naive loop alike
+    rel = 1e-5 if dtype == torch.float32 else 2e-2
+
+    def close(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
+        err = (a.float() - b.float()).abs().max().item()
+        assert err <= rel * b.float().abs().max().item(), (name, err)
+    torch._dynamo.reset()
+    try:
+        with auto, torch._dynamo.config.patch(capture_scalar_outputs=True):
+            got = torch.compile(layer, fullgraph=True)(x)
+            eager, want = layer(x), reference_moe_forward(layer, x)
+        for other in (eager, want):
+            assert torch.equal(got.topk_idx, other.topk_idx)
+            close(got.out, other.out, "out")
+            torch.testing.assert_close(got.lb_loss, other.lb_loss)
+            torch.testing.assert_close(got.z_loss, other.z_loss)
+        g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+        # one backward per forward (a compiled backward may not retain its graph), through
+        # the output and both aux losses
+        gc, ge, gw = (torch.autograd.grad((o.out.float() * g).sum() + o.lb_loss + o.z_loss,
+                                          wrt_of(layer, x)) for o in (got, eager, want))
+        for other in (ge, gw):
+            for name, a, b in zip(WRT, gc, other, strict=True):
+                assert a.abs().sum() > 0, name
+                close(a, b, name)
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_layer_gradients_deterministic_in_training_mode(top_k: int) -> None:
+    """Train mode (noise, load counts): two identical steps give bit-identical gradients."""
+    outs = []
+    for _ in range(2):
+        layer = make_layer(top_k, n_experts=4).train()
+        x = torch.randn(2, 9, 16, generator=torch.Generator().manual_seed(6), requires_grad=True)
+        torch.manual_seed(7)
+        o = layer(x)
+        outs.append(grads(o.out + o.lb_loss + o.z_loss, wrt_of(layer, x)))
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not GMM_ON_CPU, reason="torch._grouped_mm not available on CPU here")
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_grouped_mm_graphs_have_no_sort_topk_or_accumulating_index_put(top_k: int) -> None:
+    """What torch.compile hands inductor for the grouped_mm path (aten graphs after inductor's
+    decompositions): no sort, topk, searchsorted or scatter_add in the forward, and no
+    accumulating index_put / index_add / scatter_add (atomics on CUDA) in the backward."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._inductor.decomposition import select_decomp_table
+
+    graphs: dict[str, list[str]] = {}
+
+    def keep(kind: str):
+        def compiler(gm: torch.fx.GraphModule, _inputs: object) -> object:
+            graphs[kind] = [f"{n.target}{'+acc' if n.args[3:4] == (True,) else ''}"
+                            for n in gm.graph.nodes if n.op == "call_function"]
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    layer = make_layer(top_k, "grouped_mm", n_experts=5).train()
+    x = torch.randn(2, 24, 16, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    backend = aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw"),
+                           decompositions=select_decomp_table())
+    torch._dynamo.reset()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            o = torch.compile(layer, backend=backend, fullgraph=True)(x)
+        (o.out.float().square().sum() + o.lb_loss + o.z_loss).backward()
+    finally:
+        torch._dynamo.reset()
+    fw, bw = " ".join(graphs["fw"]), " ".join(graphs["bw"])
+    assert fw.count("_grouped_mm") == 2 and bw.count("_grouped_mm") == 4
+    for op in ("sort", "topk", "searchsorted", "scatter_add", "index_add"):
+        assert op not in fw, op
+    for op in ("index_put.default+acc", "_unsafe_index_put.default+acc", "index_add",
+               "scatter_add"):
+        assert op not in bw, op
+    assert x.grad is not None and layer.c_fc_bias.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ dispatch building blocks
+
+
+def test_dispatch_plan_is_a_stable_argsort_by_expert() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for n_tokens, k, n_experts in [(1, 1, 2), (37, 1, 5), (50, 2, 8), (64, 2, 3)]:
+        top_i = torch.randint(0, n_experts, (n_tokens, k), generator=gen)
+        top_i[top_i == 1] = 0  # an expert with no token
+        plan = dispatch_plan(top_i, n_experts)
+        flat = top_i.reshape(-1)
+        assert torch.equal(plan.order, torch.argsort(flat, stable=True))
+        assert torch.equal(plan.inv[plan.order], torch.arange(flat.numel()))
+        assert torch.equal(plan.sorted_e, flat[plan.order])
+        assert torch.equal(plan.counts, torch.bincount(flat, minlength=n_experts))
+        assert torch.equal(plan.ends, plan.counts.cumsum(0)) and plan.counts[1].item() == 0
+
+
+def test_route_topk_equals_torch_topk() -> None:
+    logits = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    logits[:, 3] = float("-inf")  # a removed expert
+    for k in (1, 2):
+        probs, top_i, gates = route(logits, k)
+        want_p, want_i = torch.topk(torch.softmax(logits, -1), k, dim=-1)
+        assert torch.equal(top_i, want_i)
+        want_g = torch.ones_like(want_p) if k == 1 else want_p / want_p.sum(-1, keepdim=True)
+        torch.testing.assert_close(gates, want_g)
+
+
+def test_gather_rows_and_expert_bias_gradients_match_autograd() -> None:
+    """The custom backwards (gather through the inverse, one-hot product) equal autograd's
+    own (index_put-accumulate) in float64, for fold 1 and 2."""
+    gen = torch.Generator().manual_seed(0)
+    for fold in (1, 2):
+        src = torch.randn(7, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+        index = torch.randperm(7 * fold, generator=gen)
+        inverse = torch.empty_like(index).scatter_(0, index, torch.arange(7 * fold))
+        out = _GatherRows.apply(src, index, inverse, fold)
+        assert torch.equal(out, src[index // fold])
+        g = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+        torch.testing.assert_close(torch.autograd.grad(out, src, g)[0],
+                                   torch.autograd.grad(src[index // fold], src, g)[0])
+    h = torch.randn(9, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    expert = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2, 2])  # expert 1 has no row
+    onehot = (expert.unsqueeze(0) == torch.arange(3).unsqueeze(1)).double()
+    out = _ExpertBias.apply(h, bias, expert, onehot)
+    assert torch.equal(out, h + bias[expert])
+    g = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    for a, b in zip(torch.autograd.grad(out, (h, bias), g),
+                    torch.autograd.grad(h + bias[expert], (h, bias), g), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_resolve_impl() -> None:

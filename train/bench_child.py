@@ -10,8 +10,9 @@ with the loop's own compiled model, optimizer and autocast (no recompilation), t
 forward, backward, clip and the fused AdamW step on one fixed batch, no sampler, no logging, no
 read of any value, timed over `bare_steps` steps between two device syncs. With `count_syncs`
 on CUDA, torch's sync debug mode counts the synchronizing CUDA calls of every loop step. With
-`profile`, torch.profiler then records three bare steps: the top ops by device time go into the
-result (where the MoE dispatch spends its time).
+`profile`, torch.profiler then records three bare steps (the top ops by device time, and every
+op and kernel by name) and, for an MoE model, three eager forward+backward steps of its first MoE
+layer alone with ranges around its parts: where the MoE dispatch spends its time.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def bare_step(loop: Any) -> Any:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    step.shape = tuple(x.shape)  # type: ignore[attr-defined]  # (B, T) of the fixed batch
     return step
 
 
@@ -68,9 +70,28 @@ def bare_step_ms(loop: Any, step: Any, steps: int, warmup: int) -> dict[str, Any
             "mfu": loop.flops_tok * tps / loop.peak if loop.peak else None}
 
 
-def profile_ops(loop: Any, step: Any, steps: int = 3, top: int = 30) -> dict[str, Any]:
-    """torch.profiler over `steps` bare steps: the `top` ops by device time (CUDA) or CPU
-    time, per step. For the MoE dispatch's analysis; never fails the run."""
+def _rows(prof: Any, steps: int, device: torch.device) -> tuple[str, list[dict[str, Any]]]:
+    """key_averages as rows per step (times inclusive of children), sorted by device time on
+    CUDA else CPU time; rows with no time at all dropped."""
+    rows = []
+    for e in prof.key_averages():
+        dev = getattr(e, "device_time_total", None)
+        if dev is None:
+            dev = getattr(e, "cuda_time_total", 0.0)
+        if dev or e.cpu_time_total:
+            rows.append({"op": e.key, "count": e.count // steps, "device_ms": dev / 1e3 / steps,
+                         "cpu_ms": e.cpu_time_total / 1e3 / steps})
+    key = "device_ms" if device.type == "cuda" else "cpu_ms"
+    rows.sort(key=lambda r: -r[key])
+    return key, rows
+
+
+def profile_ops(loop: Any, step: Any, steps: int = 3, top: int = 30,
+                keep: int = 400) -> dict[str, Any]:
+    """torch.profiler over `steps` bare steps, per step: the `top` ops by device time (CUDA) or
+    CPU time, and in ``ops`` every op and kernel aggregated by name (the first `keep`), so the
+    small kernels of the MoE dispatch show too. For the MoE dispatch's analysis; never fails
+    the run."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loop.device.type == "cuda"
@@ -80,18 +101,72 @@ def profile_ops(loop: Any, step: Any, steps: int = 3, top: int = 30) -> dict[str
             for _ in range(steps):
                 step()
             _sync(loop.device)
-        rows = []
-        for e in prof.key_averages():
-            dev = getattr(e, "device_time_total", None)
-            if dev is None:
-                dev = getattr(e, "cuda_time_total", 0.0)
-            rows.append({"op": e.key, "count": e.count // steps,
-                         "device_ms": dev / 1e3 / steps, "cpu_ms": e.cpu_time_total / 1e3 / steps})
-        key = "device_ms" if loop.device.type == "cuda" else "cpu_ms"
-        rows.sort(key=lambda r: -r[key])
-        return {"steps": steps, "sorted_by": key, "top": rows[:top]}
+        key, rows = _rows(prof, steps, loop.device)
+        return {"steps": steps, "sorted_by": key, "top": rows[:top], "ops": rows[:keep],
+                "n_ops": len(rows)}
     except Exception as e:  # a profiler that cannot start here (CUPTI): say so, go on
         return {"error": f"{type(e).__name__}: {e}"}
+
+
+def profile_moe_layer(loop: Any, shape: tuple[int, int], steps: int = 3) -> dict[str, Any]:
+    """The loop's first MoE layer alone, EAGER (no compile: seconds, not a recompilation),
+    forward + backward on a random (B, T, d) input under the loop's autocast, in training
+    mode, profiled over `steps` steps after one warm-up. Ranges: ``moe.forward``,
+    ``moe.backward``, and within the forward ``moe.router`` (router logits) and
+    ``moe.experts`` (the grouped matmuls, biases, GELU); the rest of the forward is routing
+    math, the dispatch plan and the permutation gathers. The backward shows per autograd node
+    (``autograd::engine::evaluate_function: ...``, times inclusive of their kernels). Eager
+    launches each op alone, so this is where the layer's time goes op by op, not what the
+    compiled step fuses (for that: ``profile.ops``). Never fails the run."""
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    raw = loop.raw
+    if not getattr(raw, "moe_layer_ids", None):
+        return {"skipped": "no MoE layer"}
+    layer = raw.moe_layer(raw.moe_layer_ids[0])
+    wrapped = ("router_logits", "_experts_grouped_mm", "_experts_bmm")
+    try:
+        for name in wrapped:
+            fn = getattr(layer, name)
+            label = "moe.router" if name == "router_logits" else "moe.experts"
+
+            def ranged(*a: Any, _fn: Any = fn, _label: str = label, **k: Any) -> Any:
+                with record_function(_label):
+                    return _fn(*a, **k)
+
+            setattr(layer, name, ranged)  # an instance attribute: removed below
+        x = torch.randn(*shape, layer.n_embd, device=loop.device, requires_grad=True)
+        layer.train()
+
+        def one() -> None:
+            layer.reset_load_counts()
+            with record_function("moe.forward"), loop.ctx:
+                o = layer(x)
+                loss = o.out.float().square().mean() + o.lb_loss + o.z_loss
+            with record_function("moe.backward"):
+                loss.backward()
+
+        one()
+        _sync(loop.device)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loop.device.type == "cuda"
+                                         else [])
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                one()
+            _sync(loop.device)
+        key, rows = _rows(prof, steps, loop.device)
+        return {"steps": steps, "shape": [*shape, layer.n_embd], "top_k": layer.top_k,
+                "impl": layer.impl, "sorted_by": key,
+                "phases": {r["op"]: r for r in rows if r["op"].startswith("moe.")},
+                "ops": rows[:200]}
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        for name in wrapped:
+            layer.__dict__.pop(name, None)
+        layer.zero_grad(set_to_none=True)
+        layer.reset_load_counts()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             result["bare"] = bare_step_ms(loop, step, spec["bare_steps"], spec["bare_warmup"])
             if spec.get("profile"):
                 result["profile"] = profile_ops(loop, step)
+                result["moe_profile"] = profile_moe_layer(loop, step.shape)
 
         t0 = time.perf_counter()
         try:

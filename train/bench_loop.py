@@ -17,9 +17,13 @@ peak of train/mfu.py), loop/bare (the loop's overhead), tokens/s vs dense, and o
 synchronizing CUDA calls per step outside the reads (torch's sync debug mode, after the first
 interval). ``--baseline-tree DIR`` also times ``DIR/train/moe.py`` (another checkout, e.g.
 the main branch before a change) with the same options, as the "before" rows. ``--json``
-keeps every number (per-step times, the settings, the environment, and per run the top ops of
-a torch.profiler record of three bare steps: where the MoE dispatch spends its time). A run that fails or does
-not fit in ``--budget-s`` is a row saying so; the others still run.
+keeps every number: per-step times, the settings, the environment, and per run a
+torch.profiler record of three bare steps (``child.profile``: ``top``, the 30 ops of most device
+time; ``ops``, every op and kernel aggregated by name, so the MoE dispatch's small kernels show
+too) and, for the MoE runs, ``child.moe_profile``: the first MoE layer alone, eager, forward +
+backward with ranges ``moe.router``/``moe.experts``/``moe.forward``/``moe.backward`` and the
+backward per autograd node (a few seconds per run). A run that fails or does not fit in
+``--budget-s`` is a row saying so; the others still run.
 """
 
 from __future__ import annotations
@@ -262,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         "before it, none runs past it (default: 330 with --gpu, 600 with "
                         "--cpu-smoke; give ~2x with --baseline-tree)")
     p.add_argument("--no-profile", action="store_true",
-                   help="skip the torch.profiler record of 3 bare steps per run (its top ops "
-                        "go to --json only)")
+                   help="skip the torch.profiler records (3 bare steps per run, and the MoE "
+                        "layer alone; they go to --json only)")
     p.add_argument("--keep", default=None,
                    help="keep the dataset, run directories and logs in this directory")
     a = p.parse_args(argv)

@@ -25,13 +25,19 @@ Auxiliary losses (reported apart from the LM loss; the loop weights and adds the
     ``_global_fraction``).
   * router z-loss ``mean(logsumexp(logits)^2)`` on the clean (noise-free) logits.
 
-Dispatch: assignments are sorted by expert (stable argsort), gathered into expert-contiguous
-rows, run through the experts as grouped matrix products -- ``torch._grouped_mm`` where the
-installed torch and the device/dtype support it, else a padded ``bmm`` over experts (tokens
-padded to the largest expert's count) -- and combined through the inverse permutation (a
-gather and a weighted sum over the k slots; no atomic scatter-add, so the result is
-deterministic on CUDA too). The padded-bmm path needs the largest count on the host (one
-``.item()`` sync per layer); the grouped_mm path has no host sync.
+Dispatch: assignments are grouped by expert with a counting sort (stable: by expert, then
+assignment; a cumulative count over a one-hot (E, N*k), no sort kernel, no atomics), which also
+gives the per-expert counts the load-balancing loss needs. The rows are gathered into
+expert-contiguous order, run through the experts as grouped matrix products --
+``torch._grouped_mm`` where the installed torch and the device/dtype support it, else a padded
+``bmm`` over experts (tokens padded to the largest expert's count) -- and combined through the
+inverse permutation (a gather and a weighted sum over the k slots). On the grouped_mm path the
+backward has no accumulating index_put (atomics on CUDA) and no zero-filled row buffer: the
+permutation gathers are ``_GatherRows`` (backward: a gather through the inverse permutation,
+summed over the k slots), the per-row expert biases ``_ExpertBias`` (backward: a one-hot
+matrix product, i.e. a segment sum per expert); the top-k is max reductions. Deterministic on
+CUDA too. The padded-bmm path needs the largest count on the host (one ``.item()`` sync per
+layer); the grouped_mm path has no host sync.
 
 ``reference_moe_forward`` at the bottom is the plain per-expert loop: THE TEST REFERENCE, never
 used in training.
@@ -120,14 +126,88 @@ def router_z_loss(logits: Tensor) -> Tensor:
 
 
 def route(logits: Tensor, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """probs (N, E) = softmax over all experts; top-k ids (N, k); gates (N, k) (see module doc)."""
+    """probs (N, E) = softmax over all experts; top-k ids (N, k); gates (N, k) (see module doc).
+    The top-k, most probable first, is a max reduction per slot (ties: the lower expert id),
+    which torch.compile fuses with the softmax; ``torch.topk`` is a kernel of its own."""
     probs = torch.softmax(logits, dim=-1)
-    top_p, top_i = torch.topk(probs, top_k, dim=-1)
+    top_p, top_i = probs.max(dim=-1, keepdim=True)
     if top_k == 1:
         gates = top_p + (1.0 - top_p).detach()  # straight-through: 1 forward, dp backward
     else:
+        experts = torch.arange(probs.shape[-1], device=probs.device)
+        rest = probs.masked_fill(experts == top_i, -1.0)  # probabilities are >= 0
+        p2, i2 = rest.max(dim=-1, keepdim=True)
+        top_p, top_i = torch.cat([top_p, p2], dim=-1), torch.cat([top_i, i2], dim=-1)
         gates = top_p / top_p.sum(dim=-1, keepdim=True)
     return probs, top_i, gates
+
+
+class DispatchPlan(NamedTuple):
+    """Where each top-k assignment goes; assignment ``a = token * k + slot``, A = N*k."""
+
+    order: Tensor  # (A,) int64: the assignment at each expert-sorted row
+    inv: Tensor  # (A,) int64: the expert-sorted row of each assignment (order's inverse)
+    sorted_e: Tensor  # (A,) int64: the expert of each sorted row (non-decreasing)
+    counts: Tensor  # (E,) int64: assignments per expert
+    ends: Tensor  # (E,) int64: cumulative counts (row after each expert's last)
+
+
+def dispatch_plan(top_i: Tensor, n_experts: int) -> DispatchPlan:
+    """A stable counting sort of the assignments by expert, without a sort kernel or atomics.
+
+    ``seen[e, a]`` = assignments to expert e among 0..a (a cumulative sum over a one-hot (E, A));
+    assignment a goes to row ``start[e_a] + seen[e_a, a] - 1``, which is exactly where a stable
+    argsort of the expert ids puts it.
+    """
+    flat_e = top_i.reshape(-1)
+    n = flat_e.numel()
+    experts = torch.arange(n_experts, device=flat_e.device)
+    onehot = (flat_e.unsqueeze(0) == experts.unsqueeze(1)).to(torch.int32)  # (E, A)
+    seen = onehot.cumsum(dim=1, dtype=torch.int32)
+    counts = seen[:, -1].long()
+    ends = (flat_e.unsqueeze(0) <= experts.unsqueeze(1)).sum(dim=1)  # = counts.cumsum(0)
+    rank = seen.gather(0, flat_e.unsqueeze(0)).squeeze(0).long() - 1
+    inv = (ends - counts)[flat_e] + rank
+    order = torch.empty_like(inv).scatter_(0, inv, torch.arange(n, device=flat_e.device))
+    return DispatchPlan(order, inv, flat_e[order], counts, ends)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``src[index // fold]`` for a permutation ``index`` of range(rows(src) * fold), whose
+    inverse permutation is ``inverse``. Backward: ``grad[inverse]`` summed over each group of
+    ``fold`` rows -- a gather and a plain reduction, where autograd's own backward of an
+    indexing is a zero-filled buffer and an accumulating (atomic on CUDA) index_put."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor, inverse: Tensor, fold: int) -> Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.fold = fold
+        return src[index // fold] if fold > 1 else src[index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (inverse,) = ctx.saved_tensors
+        g = grad[inverse]
+        if ctx.fold > 1:
+            g = g.view(-1, ctx.fold, grad.shape[-1]).sum(dim=1)
+        return g, None, None, None
+
+
+class _ExpertBias(torch.autograd.Function):
+    """``h + bias[expert]`` for rows grouped by expert; ``onehot`` (E, rows) is
+    ``expert == e`` in h's dtype. Backward: the bias gradient ``onehot @ grad``, a segment sum
+    per expert as one matrix product (no atomics), where autograd's own backward of
+    ``bias[expert]`` accumulates every row into E rows with an index_put (atomics on CUDA)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, bias: Tensor, expert: Tensor, onehot: Tensor) -> Tensor:
+        ctx.save_for_backward(onehot)
+        return h + bias[expert]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        (onehot,) = ctx.saved_tensors
+        return grad, onehot.to(grad.dtype) @ grad, None, None
 
 
 class MoEFFN(nn.Module):
@@ -199,8 +279,8 @@ class MoEFFN(nn.Module):
             logits = F.linear(x.float(), self.router.weight.float())
         return logits.masked_fill(self.expert_mask, float("-inf"))
 
-    def _global_fraction(self, top_i: Tensor, n_tokens: int) -> Tensor:
-        """f_i for the load-balancing loss, over the global batch.
+    def _global_fraction(self, counts: Tensor, n_tokens: int) -> Tensor:
+        """f_i for the load-balancing loss, over the global batch; counts (E,): this micro-step's.
 
         In training mode the assignment counts of this micro-step are all-reduced (summed) over
         ranks when torch.distributed is initialized and added to ``load_counts``/``load_tokens``,
@@ -213,10 +293,7 @@ class MoEFFN(nn.Module):
         In eval mode nothing accumulates and f_i is this batch's own (all-reduced when
         distributed).
         """
-        counts = torch.zeros(self.n_experts + 1, device=top_i.device, dtype=torch.float32)
-        counts[: self.n_experts] = torch.zeros_like(counts[: self.n_experts]).scatter_add_(
-            0, top_i.reshape(-1), torch.ones(top_i.numel(), device=top_i.device))
-        counts[self.n_experts] = n_tokens
+        counts = torch.cat([counts.float(), counts.new_full((1,), n_tokens, dtype=torch.float32)])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(counts)  # one process (torchrun --nproc_per_node 1): no collective
         if self.training:
@@ -233,56 +310,59 @@ class MoEFFN(nn.Module):
         if self.training:
             logits = logits + torch.randn_like(logits) * self.noise_std
         probs, top_i, gates = route(logits, self.top_k)
-        lb = load_balancing_loss(probs, self._global_fraction(top_i, B * T))
+        plan = dispatch_plan(top_i, self.n_experts)
+        lb = load_balancing_loss(probs, self._global_fraction(plan.counts, B * T))
         impl = resolve_impl(self.impl, x.device, compute_dtype(x))
-        out = self.experts_forward(xf, top_i, gates, impl)
+        out = self.experts_forward(xf, plan, gates, impl)
         out = self.dropout(out.to(x.dtype).view(B, T, d))
         return MoEOutput(out, lb, z, top_i.view(B, T, self.top_k),
                          probs.view(B, T, self.n_experts))
 
-    def experts_forward(self, x: Tensor, top_i: Tensor, gates: Tensor, impl: str) -> Tensor:
-        """Dropless dispatch of x (N, d) to experts top_i (N, k); returns sum_k gate*expert(x)."""
-        N, k, E = x.shape[0], self.top_k, self.n_experts
+    def experts_forward(self, x: Tensor, plan: DispatchPlan, gates: Tensor, impl: str) -> Tensor:
+        """Dropless dispatch of x (N, d) by ``plan``; returns sum_k gate * expert(x), (N, d)."""
         dt = compute_dtype(x)
-        flat_e = top_i.reshape(-1)  # (N*k,), assignment a = token * k + slot
-        order = torch.argsort(flat_e, stable=True)  # assignments grouped by expert
-        sorted_e = flat_e[order]
-        xs = x.to(dt)[order // k]  # (N*k, d) expert-contiguous rows
-        ends = torch.searchsorted(sorted_e, torch.arange(E, device=x.device), right=True)
-        w_fc, w_proj = self.c_fc_weight.to(dt), self.c_proj_weight.to(dt)
-        b_fc = None if self.c_fc_bias is None else self.c_fc_bias.to(dt)
-        b_proj = None if self.c_proj_bias is None else self.c_proj_bias.to(dt)
+        xs = _GatherRows.apply(x.to(dt), plan.order, plan.inv, self.top_k)  # expert-contiguous
         if impl == "grouped_mm":
-            offs = ends.to(torch.int32)
-            h = torch._grouped_mm(xs, w_fc, offs=offs)
-            if b_fc is not None:
-                h = h + b_fc[sorted_e]
-            h = F.gelu(h, approximate="tanh")
-            ys = torch._grouped_mm(h, w_proj, offs=offs)
-            if b_proj is not None:
-                ys = ys + b_proj[sorted_e]
+            ys = self._experts_grouped_mm(xs, plan, dt)
         elif impl == "bmm":
-            starts = torch.cat([ends.new_zeros(1), ends[:-1]])
-            # Host sync: the padded size, rounded up to a multiple of 16 (aligned rows, fewer
-            # distinct shapes; under torch.compile an unbacked size known to be >= 16).
-            capacity = int(((ends - starts).max() + 15).div(16, rounding_mode="floor").item()) * 16
-            torch._check(capacity >= 16)
-            pos = torch.arange(N * k, device=x.device) - starts[sorted_e]
-            slot = sorted_e * capacity + pos  # row of each assignment in the padded (E*C, d)
-            xp = xs.new_zeros(E * capacity, xs.shape[1]).index_copy(0, slot, xs)
-            h = torch.bmm(xp.view(E, capacity, -1), w_fc)
-            if b_fc is not None:
-                h = h + b_fc.unsqueeze(1)
-            h = F.gelu(h, approximate="tanh")
-            yp = torch.bmm(h, w_proj)
-            if b_proj is not None:
-                yp = yp + b_proj.unsqueeze(1)
-            ys = yp.view(E * capacity, -1)[slot]
+            ys = self._experts_bmm(xs, plan, dt)
         else:
             raise ValueError(f"moe impl {impl!r} is not one of grouped_mm, bmm")
-        inv = torch.empty_like(order).scatter_(0, order, torch.arange(N * k, device=x.device))
-        y = ys[inv].view(N, k, -1).float()  # back to (token, slot) order: a gather, no atomics
-        return (y * gates.unsqueeze(-1)).sum(dim=1)
+        # back to (token, slot) order: a gather, no atomics, forward or backward
+        y = _GatherRows.apply(ys, plan.inv, plan.order, 1).view(x.shape[0], self.top_k, -1)
+        return (y.float() * gates.unsqueeze(-1)).sum(dim=1)
+
+    def _experts_grouped_mm(self, xs: Tensor, plan: DispatchPlan, dt: torch.dtype) -> Tensor:
+        offs = plan.ends.to(torch.int32)
+        experts = torch.arange(self.n_experts, device=xs.device).unsqueeze(1)
+        onehot = (plan.sorted_e.unsqueeze(0) == experts).to(dt)  # (E, A), for the bias grads
+        h = torch._grouped_mm(xs, self.c_fc_weight.to(dt), offs=offs)
+        if self.c_fc_bias is not None:
+            h = _ExpertBias.apply(h, self.c_fc_bias.to(dt), plan.sorted_e, onehot)
+        h = F.gelu(h, approximate="tanh")
+        ys = torch._grouped_mm(h, self.c_proj_weight.to(dt), offs=offs)
+        if self.c_proj_bias is not None:
+            ys = _ExpertBias.apply(ys, self.c_proj_bias.to(dt), plan.sorted_e, onehot)
+        return ys
+
+    def _experts_bmm(self, xs: Tensor, plan: DispatchPlan, dt: torch.dtype) -> Tensor:
+        E, n = self.n_experts, xs.shape[0]
+        starts = plan.ends - plan.counts
+        # Host sync: the padded size, rounded up to a multiple of 16 (aligned rows, fewer
+        # distinct shapes; under torch.compile an unbacked size known to be >= 16).
+        capacity = int((plan.counts.max() + 15).div(16, rounding_mode="floor").item()) * 16
+        torch._check(capacity >= 16)
+        pos = torch.arange(n, device=xs.device) - starts[plan.sorted_e]
+        slot = plan.sorted_e * capacity + pos  # row of each assignment in the padded (E*C, d)
+        xp = xs.new_zeros(E * capacity, xs.shape[1]).index_copy(0, slot, xs)
+        h = torch.bmm(xp.view(E, capacity, -1), self.c_fc_weight.to(dt))
+        if self.c_fc_bias is not None:
+            h = h + self.c_fc_bias.to(dt).unsqueeze(1)
+        h = F.gelu(h, approximate="tanh")
+        yp = torch.bmm(h, self.c_proj_weight.to(dt))
+        if self.c_proj_bias is not None:
+            yp = yp + self.c_proj_bias.to(dt).unsqueeze(1)
+        return yp.view(E * capacity, -1)[slot]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,8 +372,9 @@ class MoEFFN(nn.Module):
 def reference_moe_forward(layer: MoEFFN, x: Tensor) -> MoEOutput:
     """The naive MoE layer: same routing math, experts run one at a time in a Python loop.
 
-    Eval-mode semantics (no noise, no load-count accumulation: f_i from this batch). Slow;
-    used by the tests and as the benchmark's loop baseline, never in training.
+    Eval-mode semantics (no noise, no load-count accumulation: f_i from this batch), top-k by
+    ``torch.topk``, autograd's own backward everywhere. Slow; used by the tests and as the
+    benchmark's loop baseline, never in training.
     """
     B, T, d = x.shape
     xf = x.reshape(B * T, d)
@@ -301,7 +382,10 @@ def reference_moe_forward(layer: MoEFFN, x: Tensor) -> MoEOutput:
         logits = xf.float() @ layer.router.weight.float().t()
     logits = logits.masked_fill(layer.expert_mask, float("-inf"))
     z = router_z_loss(logits)
-    probs, top_i, gates = route(logits, layer.top_k)
+    probs = torch.softmax(logits, dim=-1)
+    top_p, top_i = torch.topk(probs, layer.top_k, dim=-1)  # not route()'s max reductions
+    gates = (top_p + (1.0 - top_p).detach() if layer.top_k == 1
+             else top_p / top_p.sum(dim=-1, keepdim=True))
     counts = torch.stack([(top_i == e).sum() for e in range(layer.n_experts)]).float()
     lb = load_balancing_loss(probs, counts / (B * T * layer.top_k))
     out = torch.zeros(B * T, d, dtype=torch.float32, device=x.device)
