@@ -1,12 +1,12 @@
 """The inputs of `python -m prep.bench`: real code and generated mixed text, as JSONL.zst corpora.
 
-- **code**: the running Python's standard library `.py` files (real code) that are not near
-  duplicates of an earlier one (:func:`drop_near_duplicates`: prep's own signatures and
-  threshold), repeated until the corpus holds the largest size asked for; each copy is made
-  distinct by a first line ``# copy <n>: <path>`` and, from the second copy on, by a suffix
-  ``Z<n>`` on every identifier that is not a keyword (:func:`renamed`), so no document is an
-  exact or near duplicate of another: prep's default pipeline (near-duplicate removal on) keeps
-  every one, and every tool's output holds the same documents. Written as several ``code-NNNNN.jsonl.zst`` files of about ``file_mb`` MB of text each
+- **code**: the running Python's standard library `.py` files (real code), repeated until the
+  corpus holds the largest size asked for; each copy is made distinct by a first line
+  ``# copy <n>: <path>`` and, from the second copy on, by a suffix ``Z<n>`` on every identifier
+  that is not a keyword (:func:`renamed`); then every document that is still a near duplicate
+  of an earlier one (:func:`drop_near_duplicates`: prep's own signatures and threshold; a file
+  made mostly of numbers, say) is left out, so prep's default pipeline (near-duplicate removal
+  on) keeps every document, and every tool's output holds the same ones. Written as several ``code-NNNNN.jsonl.zst`` files of about ``file_mb`` MB of text each
   (records ``{"text", "path"}``), like a real corpus; a smaller input is a prefix of the files.
   The **one-file** shape of an input is the same data as one ``.jsonl.zst`` (:func:`one_file`:
   the files' zstandard frames one after another, a valid multi-frame file).
@@ -39,6 +39,7 @@ from shards import minhash
 
 NEAR_KIND = "prose"  # the shingles prep uses for the bench's domain ("data": not named code)
 NEAR_THRESHOLD = 0.8  # prep's default near_dedup_threshold
+MARGIN = 1.1  # text made beyond the size asked for, for the near duplicates left out
 _KEYWORDS = "|".join(keyword.kwlist + keyword.softkwlist)
 _IDENTIFIER = re.compile(rf"\b(?!(?:{_KEYWORDS})\b)[A-Za-z_][A-Za-z0-9_]*")
 
@@ -149,20 +150,27 @@ def renamed(text: str, copy: int) -> str:
 
 
 def write_code(folder: Path, mb: float, file_mb: float) -> Corpus:
-    """The real-code corpus of at least `mb` MB of text (see the module docstring)."""
+    """The real-code corpus of at least `mb` MB of text (see the module docstring): the copies
+    are made first, then every document that is a near duplicate of an earlier one is left out
+    (a file made mostly of numbers keeps them in every copy), then the rest is written."""
     folder.mkdir(parents=True, exist_ok=True)
     docs = stdlib_documents()
-    docs = [d for d, k in zip(docs, drop_near_duplicates([t for _, t in docs]), strict=True)
-            if k]
-    w = _Writer(folder, "code", file_mb)
-    copy = 0
-    while w.total < mb * 1e6:
+    target = mb * 1e6
+    records: list[tuple[str, str]] = []
+    made, copy = 0, 0
+    while made < target * MARGIN:
         for rel, text in docs:
-            w.add({"text": f"# copy {copy}: {rel}\n{renamed(text, copy)}",
-                   "path": f"copy{copy}/{rel}"})
-            if w.total >= mb * 1e6:
+            t = f"# copy {copy}: {rel}\n{renamed(text, copy)}"
+            records.append((f"copy{copy}/{rel}", t))
+            made += len(t.encode("utf-8"))
+            if made >= target * MARGIN:
                 break
         copy += 1
+    w = _Writer(folder, "code", file_mb)
+    for (path, text), keep in zip(records, drop_near_duplicates([t for _, t in records]),
+                                  strict=True):
+        if keep and w.total < target:
+            w.add({"text": text, "path": path})
     w.close()
     return Corpus("code", w.files, w.mb)
 
