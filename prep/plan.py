@@ -5,8 +5,10 @@ missing file or an unreachable Hub fails now, not after hours of work) and lists
 partitions. The task list, the document order (`prep.order`) and the run's **fingerprint** (a
 hash of every setting that changes the output, and of the input's identity: file sizes and
 mtimes, Hub revisions) never depend on --workers, the executor, the machine count or a resume.
-The fingerprint names the run's work directory, so a resumed run finds its finished tasks and a
-changed command finds none of them (and is told what differs).
+What the pipeline's components build at plan time (`prep.steps.prepare`: the benchmark n-gram
+index, in the run's cache directory) is described in each domain's `cfg.prepared`, which the
+fingerprint covers. The fingerprint names the run's work directory, so a resumed run finds its
+finished tasks and a changed command finds none of them (and is told what differs).
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def test_a_benchmark_ngram_drops_a_train_document_counted_per_file(corpus, strai
     assert shards_main(["verify", str(straight)]) == 0
 
 
-def test_byte_identical_for_any_workers_or_slices_and_the_index_is_built_once(corpus, straight, tmp_path,
+def test_byte_identical_for_any_workers_slices_ray_and_the_index_is_built_once(corpus, straight, tmp_path,
                                                                     monkeypatch):
     calls = []
     build_index = decontaminate_steps._build
@@ -187,6 +187,11 @@ def test_byte_identical_for_any_workers_or_slices_and_the_index_is_built_once(co
     assert run_prep("--recipe", str(corpus[0]), "--out", str(sliced), *OPTS,
                     "--commit-only") == 0
     same_dataset(straight, sliced)
+    pytest.importorskip("ray")
+    ray = tmp_path / "ray"
+    assert run_prep("--recipe", str(corpus[0]), "--out", str(ray), *OPTS, "--executor",
+                    "ray") == 0
+    same_dataset(straight, ray)
 
 
 def test_resume_refused_after_a_benchmark_changed_and_identical_when_unchanged(

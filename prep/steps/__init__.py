@@ -43,7 +43,8 @@ inspect`, with no other code. The rules:
   ``docs_x:<key>``, e.g. one per benchmark file); count with ``self.count(name)``. A declared
   counter shows as 0 when nothing happened; an undeclared one fails the task.
 - *Options*: `Option(kind, default, help, path=False)`; `check(cfg)` rejects bad values at plan
-  time with a ValueError naming the key (it runs for every domain); `path=True` resolves
+  time with a ValueError naming the key (it runs for every domain; `TopKeyError` for a
+  top-level key, whose message then names no domain); `path=True` resolves
   relative paths against the recipe file; a `PrepConfig` field of the same name is its flag.
   Options are output-affecting: they are in the run's fingerprint (a resume with another value
   is refused). A knob that must not change the output (an encoder backend) belongs in
