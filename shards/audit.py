@@ -208,7 +208,7 @@ def _show_near(report: dict[str, Any], row: Any, out: Out) -> None:
     nd = lambda e: e["near_duplicates"]  # noqa: E731
     settings = report["near_duplicates"]
     p = settings["minhash"]
-    out.table(f"near duplicates across the split: MinHash ({p['ngram']}-word shingles, "
+    out.table(f"near-duplicate pairs across the split: MinHash ({p['ngram']}-word shingles, "
               f"{p['bands']}x{p['rows']} bands), parameters from the {settings['source']}",
               ["figure", *report["domains"]], [
                   row("eval documents (signed)",

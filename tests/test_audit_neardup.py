@@ -138,6 +138,8 @@ def test_cli_table_examples_and_checks_option(planted, capsys) -> None:
     root, _ = planted
     assert main(["audit", str(root), "--checks", "near_dups"]) == 0
     out = capsys.readouterr().out
+    assert "near-duplicate pairs across the split: MinHash (5-word shingles, 14x8 bands), " \
+        "parameters from the defaults" in out
     assert re.search(r"^pairs with own train +3 +1$", out, re.M)
     assert re.search(r"^eval docs with a near-copy in any train +2 +2$", out, re.M)
     assert 'beta: eval doc 1 {"file": "b-eval.jsonl", "line": 1} ~ alpha train doc 11 ' \
