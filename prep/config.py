@@ -142,8 +142,9 @@ class PrepConfig:
                                                          "difference; 0: off", metavar="N")
     max_bad_fraction: float = _f(0.001, "skip and count unreadable records up to this share of "
                                         "a domain; above it the run fails")
-    cache_dir: str | None = _f(None, "where downloads (the MathQA ZIP) are kept (default: "
-                                     "inside the run's work directory)")
+    cache_dir: str | None = _f(None, "where downloads (the MathQA ZIP) and the benchmark "
+                                     "n-gram index (decontaminate) are kept, on storage every "
+                                     "worker sees (default: OUT/.prep-cache)")
     quiet: bool = _f(False, "print nothing but errors")
 
     def check(self) -> None:

@@ -13,15 +13,17 @@ line; every line must hold the text field (a string, or a list of strings indexe
 
 `BenchmarkIndex.build` tokenizes every benchmark text with the encoder prep uses (the same GPT-2
 ids it writes), hashes its n-grams with `shards.ngrams` (the hashing `shards audit` uses, so the
-two agree) and indexes them with the file as owner. The index is saved under the run's work
-directory, named by a fingerprint of the files' sha256, the n-gram length, the text fields, the
-hash version and the encoder, so a resumed run or a second worker reuses it; `BenchmarkIndex.open`
-memory-maps it (cheap once per worker process: the pages are shared). `match(tokens)` returns the
+two agree) and indexes them with the file as owner; each file's statistics include its sha256
+(`shards.hashing.file_sha256`). The index is saved in a cache directory (prep: the run's, at
+plan time, `prep.decontaminate_steps`), named by a fingerprint of the files' sha256, the n-gram
+length, the text fields, the hash version and the encoder, so a resumed run, a later run or a
+second process reuses it (two processes saving the same index at once keep the first);
+`BenchmarkIndex.open` memory-maps it (cheap once per worker process: the pages are shared). `match(tokens)` returns the
 index of the benchmark file a document hits -- the first in recipe order when it hits several --
 or None; `match_many(docs)` answers for a batch of documents at once, which is what a worker
 should call (measured on 2,154 stdlib paragraphs of ~133 tokens: `match` 58 us per document,
 about as much as tokenizing it, `match_many` in batches of 256: 8 us). `DecontaminationCounts`
-counts the dropped documents per file.
+counts the dropped documents per file (prep itself counts with its commit hook's counters).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from shards.hashing import file_sha256
 from shards.ngrams import BLOCK, HASH_VERSION, NGRAM, NgramIndex, ngrams
 from shards.tokenizer import EOT_ID
 
@@ -188,19 +191,13 @@ def read_texts(bf: BenchmarkFile) -> Iterator[str]:
         raise DecontaminationError(f"{where}: cannot read {bf.path}: {e}") from None
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(cfg: DecontaminateConfig, encoder_id: str) -> str:
-    """What the index is a function of: files' bytes, their order and text fields, n, the hash
-    and the encoder. Names the cached index."""
+def fingerprint(cfg: DecontaminateConfig, encoder_id: str,
+                digests: Sequence[str] | None = None) -> str:
+    """What the index is a function of: files' bytes (their sha256, `digests` when known),
+    their order and text fields, n, the hash and the encoder. Names the cached index."""
+    digests = [file_sha256(f.path) for f in cfg.files] if digests is None else digests
     parts = [HASH_VERSION, str(cfg.n), encoder_id]
-    parts += [f"{f.text_field}\0{file_sha256(f.path)}" for f in cfg.files]
+    parts += [f"{f.text_field}\0{d}" for f, d in zip(cfg.files, digests, strict=True)]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -236,12 +233,16 @@ class BenchmarkIndex:
             raise TypeError("BenchmarkIndex.build needs encode (text -> token ids)")
         cfg = _config(files, text_field, n, base or Path.cwd())
         path = None
+        try:
+            digests = [file_sha256(f.path) for f in cfg.files]
+        except OSError as e:
+            raise DecontaminationError(f"{KEY}: cannot read {e.filename}: {e.strerror}") from None
         if cache_dir is not None:
-            path = Path(cache_dir) / f"{INDEX_PREFIX}{fingerprint(cfg, encoder_id)[:32]}"
+            path = Path(cache_dir) / index_name(cfg, encoder_id, digests)
             if (path / "index.json").is_file():
                 return cls.open(path)
         parts, stats = [], []
-        for i, bf in enumerate(cfg.files):
+        for i, (bf, digest) in enumerate(zip(cfg.files, digests, strict=True)):
             hashes, texts, short = [], 0, 0
             for t in read_texts(bf):
                 h, _ = ngrams(np.asarray(encode(t)), eot_id, cfg.n)
@@ -250,15 +251,15 @@ class BenchmarkIndex:
                 hashes.append(h)
             joined = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
             parts.append((joined, i))
-            stats.append({"file": bf.label(), "path": bf.path, "text_field": bf.text_field,
-                          "texts": texts, "texts_shorter_than_n": short,
+            stats.append({"file": bf.label(), "path": bf.path, "sha256": digest,
+                          "text_field": bf.text_field, "texts": texts, "texts_shorter_than_n": short,
                           "ngrams": int(len(np.unique(joined)))})
         out = cls(NgramIndex.from_parts(parts, cfg.n), [bf.label() for bf in cfg.files], stats,
                   None, eot_id)
-        if path is not None:
-            out.index.save(path, {"files": out.files, "stats": stats, "eot_id": eot_id,
-                                  "encoder": encoder_id})
-            out.path = path
+        if path is not None:  # another process may have saved the same index meanwhile: the
+            out.index.save(path, {"files": out.files, "stats": stats, "eot_id": eot_id,  # first
+                                  "encoder": encoder_id}, replace=False)  # one stays
+            return cls.open(path)
         return out
 
     @classmethod
@@ -318,6 +319,12 @@ def _config(files: Sequence[str | Path | BenchmarkFile] | DecontaminateConfig, t
         else:
             out += [BenchmarkFile(p, text_field, nm) for nm, p in _expand(str(f), base, KEY)]
     return DecontaminateConfig(tuple(out), n)
+
+
+def index_name(cfg: DecontaminateConfig, encoder_id: str,
+               digests: Sequence[str] | None = None) -> str:
+    """The saved index's directory name (in a cache directory): a function of its inputs."""
+    return f"{INDEX_PREFIX}{fingerprint(cfg, encoder_id, digests)[:32]}"
 
 
 @functools.lru_cache(maxsize=4)

@@ -52,7 +52,7 @@ from prep.steps.base import (
     Step,
 )
 from shards.format import content_hash
-from shards.minhash import DEFAULT_PARAMS, KINDS, signatures
+from shards.minhash import DEFAULT_PARAMS, DEFAULT_THRESHOLD, KINDS, default_kind, signatures
 from shards.neardups import EXAMPLES_FILE
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 PARAMS = DEFAULT_PARAMS
 BATCH_BYTES = 256 << 10  # text signed per vectorised call (the measured optimum)
 BATCH_DOCS = 4096
-DEFAULT_SHINGLE = {"code": "code"}  # by domain name; any other domain: prose
 MODES = ("remove", "group")
 SIZES = ((2, "2"), (3, "3"), (4, "4"), (8, "5-8"), (16, "9-16"), (64, "17-64"), (None, "65+"))
 EXAMPLE_MEMBERS = 3  # members written per example cluster
@@ -73,7 +72,7 @@ COLUMNS = {"minhash_sig": Column("<u2", (PARAMS.bins,)),
 
 def shingle_kind(cfg: DomainConfig) -> str:
     kind = cfg.options["near_dedup_shingle"]
-    return kind if kind is not None else DEFAULT_SHINGLE.get(cfg.name, "prose")
+    return kind if kind is not None else default_kind(cfg.name)
 
 
 def size_key(n: int) -> str:
@@ -133,7 +132,7 @@ class NearDedup(CommitHook):
     name, order = "near_dedup", 10
     options = {
         "near_dedup": Option(bool, True, "near-duplicate detection (MinHash LSH) in this domain"),
-        "near_dedup_threshold": Option(float, 0.8, "estimated Jaccard similarity of word "
+        "near_dedup_threshold": Option(float, DEFAULT_THRESHOLD, "estimated Jaccard similarity of word "
                                        "5-grams at which a document is a near-duplicate of an "
                                        "earlier one, in (0, 1]"),
         "near_dedup_mode": Option(str, "remove", "remove: keep a cluster's first document only; "

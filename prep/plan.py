@@ -5,8 +5,10 @@ missing file or an unreachable Hub fails now, not after hours of work) and lists
 partitions. The task list, the document order (`prep.order`) and the run's **fingerprint** (a
 hash of every setting that changes the output, and of the input's identity: file sizes and
 mtimes, Hub revisions) never depend on --workers, the executor, the machine count or a resume.
-The fingerprint names the run's work directory, so a resumed run finds its finished tasks and a
-changed command finds none of them (and is told what differs).
+What the pipeline's components build at plan time (`prep.steps.prepare`: the benchmark n-gram
+index, in the run's cache directory) is described in each domain's `cfg.prepared`, which the
+fingerprint covers. The fingerprint names the run's work directory, so a resumed run finds its
+finished tasks and a changed command finds none of them (and is told what differs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prep import order
+from prep import steps as registry
 from prep.config import PrepConfig
 from prep.readers import Partition, ReadSettings, open_reader, pieces
 from prep.recipe import DomainConfig, Recipe, load_recipe
@@ -129,11 +132,18 @@ def make_plan(cfg: PrepConfig) -> Plan:
         backend = probe_backend(requested, cfg.tokenizer_file)
     except TokenizerError as e:
         raise PlanError(str(e)) from e
-    cache = cfg.cache_dir or str(Path(cfg.out) / CACHE_DIR_NAME)
+    cache = str(Path(cfg.cache_dir or Path(cfg.out) / CACHE_DIR_NAME).resolve())
     read = ReadSettings(partition_bytes=int(cfg.partition_mb * 1e6), cache_dir=cache)
+    ctx = registry.PrepareContext(
+        recipe.path or recipe.name, Path(recipe.path).parent if recipe.path else Path.cwd(),
+        Path(cache), cfg.tokenizer_file, tok.ranks_sha256, {})
     domains = []
     for d in recipe.domains:
         dcfg = d.resolved(cfg)
+        try:  # shared resources built once, in the coordinator (`prep.steps.prepare`)
+            dcfg.prepared = registry.prepare(dcfg, ctx)
+        except ValueError as e:
+            raise PlanError(str(e)) from e
         reader = open_reader(dcfg, read)  # fails fast: missing files, unreachable Hub, bad ZIP
         partitions = reader.partitions()
         st = DomainSettings(dcfg, ReadSettings(read.partition_bytes, read.cache_dir, False),
@@ -155,16 +165,25 @@ def make_plan(cfg: PrepConfig) -> Plan:
         "shard_tokens": cfg.shard_tokens, "partition_mb": cfg.partition_mb,
         "tokenizer.ranks_sha256": tok.ranks_sha256, "domains": [d.name for d in domains],
     }
+    settings.update({k: domains[0].cfg.options[k] for k in registry.top_options()})
     for d in domains:
         for key, value in d.cfg.to_dict().items():
             if key != "name":
                 settings[f"domains.{d.name}.{key}"] = value
+        settings.update(_flat(f"domains.{d.name}.prepared", d.cfg.prepared))
     inputs = {f"{d.name}:{p.key}": p.identity for d in domains for p in d.partitions}
     blob = json.dumps({"plan_format": PLAN_FORMAT, "settings": settings, "inputs": inputs},
                       sort_keys=True)
     return Plan(recipe=recipe, seed=seed, block_size=block_size, shard_tokens=cfg.shard_tokens,
                 tokenizer=tok, domains=domains, settings=settings, inputs=inputs,
                 fingerprint=hashlib.sha256(blob.encode()).hexdigest(), backend=backend)
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested mappings as dotted keys (so a refused resume names the leaf that differs)."""
+    if not isinstance(value, dict) or not value:
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _flat(f"{prefix}.{key}", sub).items()}
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -15,7 +15,10 @@ A recipe file looks like::
 
 A domain table also takes the recipe keys of the pipeline's steps and commit hooks
 (`prep.steps`: each declares its own, with a type and a default); they are kept in
-``DomainConfig.options`` and shown flat, like the other keys, in the manifest.
+``DomainConfig.options`` and shown flat, like the other keys, in the manifest. A few of those
+keys are top-level (``Option(top=True)``: benchmark decontamination's ``decontaminate = [...]``):
+written above the domain tables, one value for every domain (each domain's `options` holds it;
+the manifest shows it once, at the top).
 
 Built-in recipes live in ``prep/recipes/<name>.toml``.
 """
@@ -101,14 +104,20 @@ class DomainConfig:
     synthetic_seed: int = 42  # synthetic-math: generator seed (NOT the shuffle seed: the corpus,
     #                           and so its eval set, must not change with --seed)
     options: dict[str, Any] = field(default_factory=dict)  # the steps' and hooks' keys
+    # What the steps and hooks prepared at plan time (`prep.steps.prepare`), by component name:
+    # not a recipe key; set by the plan, read by workers and hooks.
+    prepared: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.options = registry.resolve_options(self.options)  # defaults filled in
 
     def to_dict(self) -> dict[str, Any]:
-        """The domain's keys as a recipe writes them: fields and options side by side."""
+        """The domain's keys as a recipe writes them: fields and options side by side (the
+        top-level options are the recipe's, not shown here)."""
         d = asdict(self)
-        d.update(d.pop("options"))
+        top = registry.top_options()
+        d.pop("prepared")
+        d.update({k: v for k, v in d.pop("options").items() if k not in top})
         return d
 
     def resolved(self, cli: PrepConfig) -> DomainConfig:
@@ -158,6 +167,8 @@ class DomainConfig:
         try:
             registry.check(self)  # the steps' and hooks' own keys
             registry.pipeline(self)  # ... and their order
+        except registry.TopKeyError as e:  # a top-level key's value: not this domain's
+            raise RecipeError(str(e)) from e
         except ValueError as e:
             raise RecipeError(f"{where}: {e}") from e
 
@@ -171,21 +182,24 @@ class Recipe:
     split_salt: str = DEFAULT_SPLIT_SALT
     domains: list[DomainConfig] = field(default_factory=list)
     tokenizer_backend: str | None = None  # --tokenizer-backend's default (output unchanged)
+    options: dict[str, Any] = field(default_factory=dict)  # top-level step keys, as written
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.update(d.pop("options"))
+        return d
 
 
 _TOP_KEYS = {"seed", "block_size", "split_salt", "domains", "description",
              "tokenizer_backend"}
-_DOMAIN_KEYS = {f.name for f in fields(DomainConfig)} - {"name", "options"}
+_DOMAIN_KEYS = {f.name for f in fields(DomainConfig)} - {"name", "options", "prepared"}
 
 
 def _option_specs() -> dict[str, registry.Option]:
     opts = registry.options()
-    clash = sorted(set(opts) & (_DOMAIN_KEYS | {"name", "options"}))
+    clash = sorted(set(opts) & (_DOMAIN_KEYS | _TOP_KEYS | {"name", "options", "prepared"}))
     if clash:
-        raise RecipeError(f"step option(s) {', '.join(clash)} clash with domain keys; rename them")
+        raise RecipeError(f"step option(s) {', '.join(clash)} clash with recipe keys; rename them")
     return opts
 
 
@@ -217,14 +231,21 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe:
     where = str(path) if path else name
-    unknown = set(raw) - _TOP_KEYS
+    specs = _option_specs()
+    top = {k: o for k, o in specs.items() if o.top}
+    unknown = set(raw) - _TOP_KEYS - set(top)
     if unknown:
         raise RecipeError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
-                          f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+                          f"allowed: {', '.join(sorted(_TOP_KEYS | set(top)))}")
     tables = raw.get("domains")
     if not isinstance(tables, dict) or not tables:
         raise RecipeError(f"{where}: no [domains.<name>] tables")
     base = path.parent if path else Path.cwd()
+    top_values = {k: raw[k] for k in top if k in raw}
+    for k, v in top_values.items():
+        _check_type(f"{where}: {k}", v, top[k].kind)
+    top_values = _resolve_paths(top_values, top, base)
+    domain_specs = {k: o for k, o in specs.items() if not o.top}
     domains = []
     for dname, table in tables.items():
         try:
@@ -233,11 +254,15 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
             raise RecipeError(f"{where}: {e}") from e
         if not isinstance(table, dict):
             raise RecipeError(f"{where}: domains.{dname} must be a table")
-        specs = _option_specs()
-        bad = set(table) - _DOMAIN_KEYS - set(specs)
+        misplaced = sorted(set(table) & set(top))
+        if misplaced:
+            raise RecipeError(f"{where}: [domains.{dname}] {', '.join(misplaced)}: a top-level "
+                              "key (it applies to every domain); write it above the "
+                              "[domains.*] tables")
+        bad = set(table) - _DOMAIN_KEYS - set(domain_specs)
         if bad:
             raise RecipeError(f"{where}: [domains.{dname}] unknown key(s) {', '.join(sorted(bad))}; "
-                              f"allowed: {', '.join(sorted(_DOMAIN_KEYS | set(specs)))}")
+                              f"allowed: {', '.join(sorted(_DOMAIN_KEYS | set(domain_specs)))}")
         if "source" not in table:
             raise RecipeError(f"{where}: [domains.{dname}] needs `source` ({', '.join(SOURCES)})")
         t = dict(table)
@@ -246,11 +271,8 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
         for key, value in t.items():
             kind = specs[key].kind if key in specs else _DOMAIN_TYPES[key]
             _check_type(f"{where}: [domains.{dname}] {key}", value, kind)
-        t["options"] = {k: t.pop(k) for k in list(t) if k in specs}
-        for k, v in t["options"].items():
-            if specs[k].path and v is not None:
-                t["options"][k] = ([_resolve(base, x) for x in v] if isinstance(v, list)
-                                   else _resolve(base, v))
+        t["options"] = {**top_values, **_resolve_paths(
+            {k: t.pop(k) for k in list(t) if k in specs}, specs, base)}
         t["data_files"] = [_resolve(base, f) for f in t.get("data_files", [])]
         if t.get("path") and "://" not in t["path"]:
             t["path"] = _resolve(base, t["path"])
@@ -277,14 +299,28 @@ def parse_recipe(raw: dict[str, Any], *, name: str, path: Path | None) -> Recipe
         split_salt=raw.get("split_salt", DEFAULT_SPLIT_SALT),
         domains=domains,
         tokenizer_backend=raw.get("tokenizer_backend"),
+        options=top_values,
     )
+
+
+def _resolve_paths(values: dict[str, Any], specs: dict[str, registry.Option],
+                   base: Path) -> dict[str, Any]:
+    """Option values with the relative paths of `path` options resolved against `base`."""
+    out = dict(values)
+    for k, v in values.items():
+        if specs[k].path and v is not None:
+            out[k] = [_resolve(base, x) for x in v] if isinstance(v, list) else _resolve(base, v)
+    return out
 
 
 _DOMAIN_TYPES = typing.get_type_hints(DomainConfig)
 
 
 def _check_type(where: str, value: Any, kind: Any) -> None:
-    """A recipe value of the type its key takes, or a one-line RecipeError saying which."""
+    """A recipe value of the type its key takes, or a one-line RecipeError saying which (a key
+    of kind `Any` is checked by the component that declares it)."""
+    if kind is Any:
+        return
     allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     allowed = tuple(typing.get_origin(a) or a for a in allowed if a is not type(None))
     ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)

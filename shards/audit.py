@@ -7,7 +7,11 @@ Questions answered per domain, streaming the shards (memory: O(eval tokens) plus
   share of eval tokens such n-grams cover, and the longest shared run. Exact: every n-gram inside
   a document is hashed to 64 bits and looked up, none is sampled. Only the eval side is indexed;
   train streams through in chunks.
-- near-duplicate pairs across the split: not computed yet (see `near_duplicates`).
+- near-duplicate pairs across the split (shards/audit_neardup.py): (train document, eval
+  document) pairs whose MinHash estimated Jaccard is >= the threshold prep's near-dup hook used
+  (as the manifest recorded it), per eval domain with its own train and with any train, and a
+  few examples with both documents' provenance. After prep every count should be 0. Only the
+  eval side's signatures are held; train streams through in the same pass as contamination.
 - diversity (train split, shards/audit_text.py): distinct sources and the share of the 10
   largest, where the provenance names a source (CodeParrot's ``repo_name``, a file, an article
   title, ...); the document-length distribution.
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import shards
+from shards.audit_neardup import EvalSignatures, NearDupFigures, NearDupScan, Settings
 from shards.audit_overlap import EvalIndex, TrainScan, overlap_figures
 from shards.audit_stream import CHUNK_TOKENS, Problems, SplitStream
 from shards.audit_text import PREFIX_CHARS, TextScan, diversity
@@ -37,24 +42,21 @@ from shards.console import Out
 from shards.ngrams import NGRAM
 from shards.reader import Dataset
 
-CHECKS = ("contamination", "diversity", "artifacts")
+CHECKS = ("contamination", "near_dups", "diversity", "artifacts")
+TRAIN_PASS = {"contamination", "near_dups", "artifacts"}  # the checks that stream train
 
 
 # --------------------------------------------------------------------------- near duplicates
 
 
-def near_duplicates(ds: Dataset, problems: Problems) -> dict[str, Any] | None:
-    """Near-duplicate pairs across the split: eval documents with a near-copy in train.
-
-    Not computed yet: returns None and the report says "not checked". The MinHash module (issue
-    12, item 2) plugs in here: signatures of every eval document (an index like
-    `audit_overlap.EvalIndex`: O(eval documents)), train documents streamed through
-    `SplitStream.pieces()` in chunks and their LSH bands looked up, candidates verified; return
-    ``{domain: {"pairs": int, "eval_docs": int, "examples": [{"eval": k, "train": [d, j],
-    "jaccard": x}]}}``. After prep (near-dup clusters never straddle the split) every count
-    should be 0.
-    """
-    return None
+def near_duplicates(ds: Dataset, problems: Problems, chunk_tokens: int = CHUNK_TOKENS
+                    ) -> tuple[dict[str, Any], NearDupFigures]:
+    """The near-duplicate check's settings (what the report's ``near_duplicates`` shows) and
+    its figures, to be fed the train pieces (`shards.audit_neardup`): eval documents with a
+    near-copy in train."""
+    settings = Settings.of(ds)
+    return settings.describe(), NearDupFigures(EvalSignatures.build(ds, settings, problems,
+                                                                    chunk_tokens))
 
 
 # --------------------------------------------------------------------------- report
@@ -71,21 +73,28 @@ def audit(ds: Dataset, *, n: int = NGRAM, checks: tuple[str, ...] = CHECKS,
     t0 = time.perf_counter()
     ev = EvalIndex.build(ds, problems, n, chunk_tokens) if "contamination" in checks else None
     clock["eval_index"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    near, nd = (near_duplicates(ds, problems, chunk_tokens) if "near_dups" in checks
+                else (None, None))
+    clock["near_dups_eval"] = time.perf_counter() - t0
     report: dict[str, Any] = {"root": str(ds.root), "ngram": n, "checks": list(checks),
-                              "domains": {d: {} for d in ds.domains}}
+                              "domains": {d: {} for d in ds.domains}, "near_duplicates": near}
     clock["train_pass"] = 0.0
     for d in ds.domains:
-        if (d, "train") not in ds or not ({"contamination", "artifacts"} & set(checks)):
+        if (d, "train") not in ds or not (TRAIN_PASS & set(checks)):
             continue
         t0 = time.perf_counter()
         sp = ds.split(d, "train")
         scan = TrainScan(ev, d, ds.eot_id) if ev is not None else None
         text = TextScan(sp) if "artifacts" in checks else None
+        pairs = NearDupScan(nd, d) if nd is not None else None
         for piece in SplitStream(sp, problems, chunk_tokens).pieces():
             if scan is not None:
                 scan.feed(piece)
             if text is not None:
                 text.feed(piece)
+            if pairs is not None:
+                pairs.feed(piece)
         if text is not None:
             report["domains"][d]["artifacts"] = text.result()
         clock[f"train_{d}_s"] = time.perf_counter() - t0
@@ -107,7 +116,11 @@ def audit(ds: Dataset, *, n: int = NGRAM, checks: tuple[str, ...] = CHECKS,
     if ev is not None:
         clock["index_bytes"] = ev.nbytes
         clock["eval_ngrams"] = len(ev.index)
-    report["near_duplicates"] = near_duplicates(ds, problems)
+    if nd is not None:
+        t0 = time.perf_counter()
+        for d, figures in nd.result(ds).items():
+            report["domains"][d]["near_duplicates"] = figures
+        clock["near_dups_examples"] = time.perf_counter() - t0
     report["problems"] = problems.lines
     return report
 
@@ -142,7 +155,6 @@ def show(report: dict[str, Any], out: Out) -> None:
     checks = report.get("checks", CHECKS)
     c = lambda e: e["contamination"]  # noqa: E731
     if "contamination" in checks:
-        near = report.get("near_duplicates")
         out.table(f"contamination: eval vs train, exact {n}-grams", ["figure", *doms], [
             row("eval documents", lambda e: f"{c(e)['eval_docs']:,}"),
             row(f"eval docs sharing a {n}-gram with own train",
@@ -155,9 +167,9 @@ def show(report: dict[str, Any], out: Out) -> None:
             row("eval tokens covered by any-train n-grams",
                 lambda e: _pct(c(e)["all_train"]["token_share"])),
             row("longest run shared with any train", lambda e: _run(c(e)["all_train"])),
-            row("near-duplicate pairs across the split",
-                lambda e: "not checked" if near is None else f"{near[e]['pairs']:,}"),
         ])
+    if "near_dups" in checks:
+        _show_near(report, row, out)
     v = lambda e: e["diversity"]  # noqa: E731
     lt = lambda e: v(e)["length_tokens"]  # noqa: E731
     if "diversity" in checks:
@@ -190,6 +202,34 @@ def show(report: dict[str, Any], out: Out) -> None:
             row("most repeated prefix", lambda e: "none" if not rp(e) else
                 f"'{rp(e)[0]['prefix']}' x{rp(e)[0]['docs']}"),
         ])
+
+
+def _show_near(report: dict[str, Any], row: Any, out: Out) -> None:
+    nd = lambda e: e["near_duplicates"]  # noqa: E731
+    settings = report["near_duplicates"]
+    p = settings["minhash"]
+    out.table(f"near-duplicate pairs across the split: MinHash ({p['ngram']}-word shingles, "
+              f"{p['bands']}x{p['rows']} bands), parameters from the {settings['source']}",
+              ["figure", *report["domains"]], [
+                  row("eval documents (signed)",
+                      lambda e: f"{nd(e)['eval_docs']:,} ({nd(e)['eval_docs_signed']:,})"),
+                  row("threshold | shingles",
+                      lambda e: f"{nd(e)['threshold']:g} | {nd(e)['shingle']}"),
+                  row("pairs with own train", lambda e: f"{nd(e)['pairs']:,}"),
+                  row("eval docs with a near-copy in own train",
+                      lambda e: f"{nd(e)['eval_docs_with_pair']:,}"),
+                  row("pairs with any train", lambda e: f"{nd(e)['pairs_any_train']:,}"),
+                  row("eval docs with a near-copy in any train",
+                      lambda e: f"{nd(e)['eval_docs_with_pair_any_train']:,}"),
+              ])
+    if settings.get("note"):
+        out.line(f"note: {settings['note']}")
+    for d, rec in report["domains"].items():
+        for x in rec.get("near_duplicates", {}).get("examples", []):
+            t, v = x["train"], x["eval"]
+            out.line(f"{d}: eval doc {v['doc']} {json.dumps(v['source'], ensure_ascii=False)} ~ "
+                     f"{t['domain']} train doc {t['doc']} "
+                     f"{json.dumps(t['source'], ensure_ascii=False)}: Jaccard ~{x['jaccard']:.2f}")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,9 @@
 
 ``--audit``: the streaming audit (`shards.audit`) beside the audit it replaced
 (`shards.bench_audit_baseline`) on the same generated dataset, each run in a process of its own
-so that its peak resident memory (VmHWM) is its own: contamination alone, and every check.
+so that its peak resident memory (VmHWM) is its own: contamination alone, and every check the
+audit before had; then the near-duplicate check alone (`shards.audit_neardup`; nothing to
+compare it with).
 Prints seconds, train tokens per second (one process, one thread: per core), peak RSS, bytes of
 RSS per eval token above a process that only imports the modules, the issue's target (16 bytes
 per eval token + 256 MB) and the ratios; checks that both give the same contamination figures.
@@ -35,7 +37,8 @@ _PEAK = ("import atexit, runpy, sys\n"
          "atexit.register(peak)\n"
          "sys.argv = sys.argv[1:]\n"
          "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
-ALL = "contamination,diversity,artifacts"
+ALL = "contamination,diversity,artifacts"  # the checks the audit before had
+NEAR = "near_dups"
 
 
 def child(which: str, root: str, checks: str) -> int:
@@ -85,6 +88,9 @@ def bench_audit(root: Path, repeat: int, out: Out) -> dict[str, Any]:
                 key = (which, checks)
                 if key not in best or r["seconds"] < best[key]["seconds"]:
                     best[key] = r
+        r = _spawn("new", root, NEAR)
+        if ("new", NEAR) not in best or r["seconds"] < best["new", NEAR]["seconds"]:
+            best["new", NEAR] = r
     same = best["old", "contamination"]["figures"] == best["new", "contamination"]["figures"]
     target_mb = (16 * evals) / 2**20 + 256
     fig: dict[str, Any] = {"train_tokens": train, "eval_tokens": evals, "import_mb": base_mb,
@@ -104,6 +110,12 @@ def bench_audit(root: Path, repeat: int, out: Out) -> dict[str, Any]:
                        "new_timings": new["timings"]}
         rows.append([f"{label}: streaming vs before", f"{fig[checks]['speedup']:.2f}x faster",
                      "", f"{fig[checks]['memory_ratio']:.1f}x less", ""])
+    near = best["new", NEAR]
+    rows.append(["near-duplicate pairs only: streaming", f"{near['seconds']:.2f} s",
+                 f"{train / near['seconds'] / 1e6:.1f} M/s", f"{near['peak_mb']:,.0f} MB",
+                 f"{(near['peak_mb'] - base_mb) * 2**20 / max(evals, 1):.1f} B"])
+    fig[NEAR] = {"new_s": near["seconds"], "new_peak_mb": near["peak_mb"],
+                 "new_timings": near["timings"]}
     out.table(f"shards audit: {train / 1e6:.1f} M train tokens, {evals / 1e6:.2f} M eval tokens "
               f"(best of {repeat}, one process each, one thread)",
               ["run", "time", "train tokens/s", "peak RSS", "RSS/eval token"], rows)
@@ -117,6 +129,11 @@ def bench_audit(root: Path, repeat: int, out: Out) -> dict[str, Any]:
     out.line("train pass by domain (the share of train n-grams found in eval sets its cost): "
              + ", ".join(f"{d} {tokens[d] / tm[f'train_{d}_s'] / 1e6:.1f} M/s at "
                          f"{100 * tm[f'train_{d}_hit_share']:.1f}%" for d in tokens))
+    tn = near["timings"]
+    out.line(f"near-duplicate phases: eval signatures {tn['near_dups_eval']:.2f} s, train pass "
+             f"{tn['train_pass']:.2f} s ({train / tn['train_pass'] / 1e6:.1f} M train tokens/s: "
+             f"decoding and signing every train document), examples "
+             f"{tn['near_dups_examples']:.2f} s")
     new_peak = fig[ALL]["new_peak_mb"]
     out.line(f"target RSS <= 16 B/eval token + 256 MB = {target_mb:,.0f} MB: streaming audit "
              f"peak {new_peak:,.0f} MB ({'met' if new_peak <= target_mb else 'NOT met'}); "

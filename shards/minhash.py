@@ -77,6 +77,13 @@ class MinHashParams:
 
 
 DEFAULT_PARAMS = MinHashParams()
+DEFAULT_THRESHOLD = 0.8  # estimated Jaccard at which two documents are near-duplicates
+DEFAULT_KIND = {"code": "code"}  # shingle kind by domain name; any other domain: prose
+
+
+def default_kind(domain: str) -> str:
+    """The shingle kind of a domain that names none: code for a domain named code, else prose."""
+    return DEFAULT_KIND.get(domain, "prose")
 
 
 @dataclass
@@ -321,7 +328,7 @@ class BandLookup:
 
 
 def cross_pairs(train_texts: Iterable[str | bytes], eval_texts: Sequence[str | bytes],
-                kind: str, threshold: float = 0.8, params: MinHashParams = DEFAULT_PARAMS,
+                kind: str, threshold: float = DEFAULT_THRESHOLD, params: MinHashParams = DEFAULT_PARAMS,
                 batch_bytes: int = BATCH_BYTES, cap: int = 32
                 ) -> Iterator[tuple[int, int, float]]:
     """Near-duplicate pairs across two sets (a finished dataset's train and eval documents of

@@ -297,9 +297,11 @@ class NgramIndex:
         return self.lookup(h) >= 0
 
     # -------------------------------------------------------------- files
-    def save(self, path: Path, meta: dict | None = None) -> None:
+    def save(self, path: Path, meta: dict | None = None, *, replace: bool = True) -> None:
         """Write the index as a directory of .npy files and index.json, atomically: the files
-        go to a temporary directory that is renamed to `path` (an existing `path` is replaced)."""
+        go to a temporary directory that is renamed to `path` (an existing `path` is replaced;
+        with ``replace=False`` it is kept and this copy discarded: for an index named by its
+        content, which another process may have saved first and be reading)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -314,8 +316,17 @@ class NgramIndex:
                 "arrays": sorted(arrays), "meta": meta or {}}
         atomic.write_text(tmp / "index.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
         if path.exists():
+            if not replace:
+                shutil.rmtree(tmp)
+                return
             shutil.rmtree(path)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # saved by another process since the check above
+            if replace or not path.exists():
+                raise
+            shutil.rmtree(tmp)
+            return
         atomic.fsync_dir(path.parent)
 
     @classmethod

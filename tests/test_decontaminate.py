@@ -4,6 +4,7 @@ train document sharing an n-gram with a benchmark text, first benchmark file fir
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -165,6 +166,7 @@ def test_a_shared_ngram_names_the_first_file(bench: Path) -> None:
     assert index.match(encode(QUESTIONS[2] + " " + QUESTIONS[2])) is None  # too short to index
     assert index.stats[0] | {"path": ""} == {
         "file": "bench/gsm8k.jsonl", "path": "", "text_field": "question", "texts": 3,
+        "sha256": hashlib.sha256((bench / "bench" / "gsm8k.jsonl").read_bytes()).hexdigest(),
         "texts_shorter_than_n": 1, "ngrams": len(q0) - 12 + len(q1) - 12}
 
 

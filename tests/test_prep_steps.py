@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,16 @@ import shards
 from prep.__main__ import main as prep_main
 from prep.parts import DONE_NAME, TaskParts
 from prep.split import assign_split
-from prep.steps import Counters, Step, TaskContext, TaskError, registered
+from prep.steps import (
+    Counters,
+    Filter,
+    Option,
+    PrepareContext,
+    Step,
+    TaskContext,
+    TaskError,
+    registered,
+)
 from prep.workdir import WORK_PREFIX
 from shards.__main__ import main as shards_main
 
@@ -299,3 +309,56 @@ def test_a_step_key_takes_a_command_line_flag_of_the_same_name(tmp_path):
     cli.drop_markers = ["PLUGH"]  # as a PrepConfig field `drop_markers` would be set
     assert alpha.resolved(cli).options["drop_markers"] == ["PLUGH"]
     assert alpha.to_dict()["drop_markers"] == ["XYZZY"] and "options" not in alpha.to_dict()
+
+
+class StopWords(Filter):
+    """A top-level recipe key and a resource built once at plan time (the mechanism benchmark
+    decontamination uses): the coordinator writes the word list into the run's cache directory,
+    the workers find it through ``cfg.prepared``."""
+
+    name, order = "stop_words", 160
+    options = {"stop_words": Option(list[str] | None, None, "drop documents holding one",
+                                    top=True)}
+    counters = ("docs_stopped",)
+    needs = ("text",)
+    prepared_for: list[str] = []
+
+    @classmethod
+    def enabled(cls, cfg: Any) -> bool:
+        return cfg.options["stop_words"] is not None
+
+    @classmethod
+    def prepare(cls, cfg: Any, ctx: PrepareContext) -> Any:
+        cls.prepared_for.append(cfg.name)
+        words = sorted(cfg.options["stop_words"])
+        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.cache_dir / "stop.txt").write_text("\n".join(words))
+        return {"file": "stop.txt", "words": len(words)}
+
+    def __init__(self, settings: Any, task: TaskContext) -> None:
+        super().__init__(settings, task)
+        folder = Path(settings.read.cache_dir)
+        self.words = (folder / settings.cfg.prepared[self.name]["file"]).read_text().split()
+
+    def drop(self, doc: Any) -> str | None:
+        return "docs_stopped" if any(w in doc.text for w in self.words) else None
+
+
+def test_a_top_level_key_and_a_plan_time_resource(tmp_path, capsys):
+    recipe = corpus(tmp_path)
+    recipe.write_text('stop_words = ["XYZZY"]\n' + recipe.read_text())
+    out = tmp_path / "out"
+    StopWords.prepared_for.clear()
+    with registered(StopWords):
+        assert run_prep("--recipe", str(recipe), "--out", str(out), *OPTS, "--workers",
+                        "2") == 0
+        m = manifest(out)
+        assert StopWords.prepared_for == ["alpha", "beta"]  # in the coordinator, per domain
+        assert [m["domains"][d]["counts"]["docs_stopped"] for d in ("alpha", "beta")] == [20, 5]
+        assert m["recipe"]["stop_words"] == ["XYZZY"]
+        assert all("stop_words" not in d for d in m["recipe"]["domains"])
+        assert (out / ".prep-cache" / "stop.txt").read_text() == "XYZZY"
+        recipe.write_text(recipe.read_text().replace("[domains.beta]\n",
+                                                     '[domains.beta]\nstop_words = ["X"]\n'))
+        assert run_prep("--recipe", str(recipe), "--out", str(tmp_path / "o2")) == 1
+        assert "[domains.beta] stop_words: a top-level key" in capsys.readouterr().err

@@ -3,12 +3,13 @@
 Every task runs the steps its domain enables, in (order, name)::
 
     read (0) -> length_filter (100) -> shuffle (200) -> hash_split (300) -> minhash (350)
-    -> tokenize (400)
+    -> tokenize (400) -> decontaminate_match (410, with `decontaminate`)
 
 and the commit runs the enabled hooks, in (order, name), over each group of candidates
-(`exact_dedup`, order 0, then `near_dedup`, 10). The contracts are in :mod:`prep.steps.base`,
-the built-in steps in :mod:`prep.steps.builtin`, the exact-dedup hook in :mod:`prep.dedup`, the
-near-dup step and hook in :mod:`prep.neardup`.
+(`exact_dedup`, order 0, then `near_dedup`, 10, then `decontaminate`, 20). The contracts are in
+:mod:`prep.steps.base`, the built-in steps in :mod:`prep.steps.builtin`, the exact-dedup hook in
+:mod:`prep.dedup`, the near-dup step and hook in :mod:`prep.neardup`, benchmark decontamination
+in :mod:`prep.decontaminate_steps`.
 
 **Add a step**: one class and (usually) one recipe key, in a module listed in `MODULES` (its
 `STEPS` tuple), or registered with :func:`registered` (tests)::
@@ -42,14 +43,21 @@ inspect`, with no other code. The rules:
   ``docs_x:<key>``, e.g. one per benchmark file); count with ``self.count(name)``. A declared
   counter shows as 0 when nothing happened; an undeclared one fails the task.
 - *Options*: `Option(kind, default, help, path=False)`; `check(cfg)` rejects bad values at plan
-  time with a ValueError naming the key (it runs for every domain); `path=True` resolves
+  time with a ValueError naming the key (it runs for every domain; `TopKeyError` for a
+  top-level key, whose message then names no domain); `path=True` resolves
   relative paths against the recipe file; a `PrepConfig` field of the same name is its flag.
   Options are output-affecting: they are in the run's fingerprint (a resume with another value
   is refused). A knob that must not change the output (an encoder backend) belongs in
-  `PrepConfig` and `DomainSettings`, not here.
+  `PrepConfig` and `DomainSettings`, not here. ``Option(..., top=True)``: a top-level recipe
+  key instead (one value for every domain, as `decontaminate`); a domain table may not set it.
 - *Shared resources* (an n-gram index, a second encoder): load them in a module-level
   ``functools.lru_cache`` function keyed by picklable settings, called from the step's
   ``__init__``: once per worker process (`encoding` in `prep.steps.builtin` is the model).
+  What must be built once per run, not per worker (an index of benchmark n-grams), is built by
+  the classmethod ``prepare(cfg, ctx)`` in the coordinator at plan time (`PrepareContext`: the
+  recipe's directory, the run's cache directory shared by all workers, the tokenizer): it
+  returns a JSON-able description that reaches workers and hooks as ``cfg.prepared[name]``
+  and enters the run's fingerprint (`prep.decontaminate_steps.Match` is the model).
 - *Failing*: raise `TaskError` naming the document (``doc.where()``) and the fix.
 - *Metadata for the commit*: declare ``columns(cfg) -> {name: Column(dtype, shape)}`` and set
   ``doc.columns[name]`` on every document you pass on; it is stored as ``col.<name>.npy`` in the
@@ -86,9 +94,11 @@ from prep.steps.base import (
     Group,
     HookOutput,
     Option,
+    PrepareContext,
     Step,
     TaskContext,
     TaskError,
+    TopKeyError,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +106,7 @@ if TYPE_CHECKING:
 
 # Modules whose STEPS and HOOKS tuples make the pipeline (imported on first use, so that
 # `prep.recipe` can ask for options without importing readers or numpy-heavy modules first).
-MODULES = ("prep.steps.builtin", "prep.dedup", "prep.neardup")
+MODULES = ("prep.steps.builtin", "prep.dedup", "prep.neardup", "prep.decontaminate_steps")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _registered: list[type] = []  # added by `registered` (tests, plugins)
 
@@ -138,6 +148,11 @@ def options() -> dict[str, Option]:
     return {k: o for c in components() for k, o in c.options.items()}
 
 
+def top_options() -> dict[str, Option]:
+    """The recipe keys written at the top level (one value for every domain)."""
+    return {k: o for k, o in options().items() if o.top}
+
+
 def resolve_options(given: dict[str, Any]) -> dict[str, Any]:
     """The domain's option values with every registered default filled in, in key order (a key
     no component declares is kept: the recipe refuses those, with the allowed keys)."""
@@ -169,6 +184,17 @@ def domain_hooks(cfg: DomainConfig) -> list[type[CommitHook]]:
     return [h for h in hooks() if h.enabled(cfg)]
 
 
+def prepare(cfg: DomainConfig, ctx: PrepareContext) -> dict[str, Any]:
+    """What this domain's steps and hooks prepared at plan time (`_Component.prepare`), by
+    component name, in pipeline order (those that returned None are left out)."""
+    out = {}
+    for c in (*pipeline(cfg), *domain_hooks(cfg)):
+        value = c.prepare(cfg, ctx)
+        if value is not None:
+            out[c.name] = value
+    return out
+
+
 def task_counters(cfg: DomainConfig, chosen: tuple[type[Step], ...]) -> tuple[str, ...]:
     return tuple(n for s in chosen for n in s.counter_names(cfg))
 
@@ -196,7 +222,7 @@ def registered(*classes: type) -> Iterator[None]:
 
 
 __all__ = ["Column", "CommitHook", "Counters", "Doc", "DocReader", "Filter", "Group",
-           "HookOutput", "MODULES", "Option",
-           "Step", "TaskContext", "TaskError", "check", "columns", "components", "domain_hooks",
-           "hooks", "options", "pipeline", "registered", "resolve_options", "steps",
-           "task_counters"]
+           "HookOutput", "MODULES", "Option", "PrepareContext",
+           "Step", "TaskContext", "TaskError", "TopKeyError", "check", "columns", "components", "domain_hooks",
+           "hooks", "options", "pipeline", "prepare", "registered", "resolve_options", "steps",
+           "task_counters", "top_options"]

@@ -43,6 +43,11 @@ class TaskError(RuntimeError):
     """A task that cannot finish; the message says why and the fix (e.g. names the document)."""
 
 
+class TopKeyError(ValueError):
+    """A bad value of a top-level recipe key (``Option(top=True)``), raised by a component's
+    `check`: its message is not prefixed with a domain."""
+
+
 class Counters(dict[str, int]):
     """Counter name -> count, in declaration order (the order every report shows)."""
 
@@ -82,6 +87,19 @@ class Option:
     default: Any
     help: str
     path: bool = False
+    top: bool = False  # a top-level recipe key (above the domain tables): one value, every domain
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """What a component's :meth:`~_Component.prepare` may use, in the coordinator at plan time."""
+
+    recipe: str  # the recipe (its file, or its name): messages start with it
+    base: Path  # the directory relative paths of recipe keys resolve against (the recipe's)
+    cache_dir: Path  # the run's cache directory (`ReadSettings.cache_dir`), shared by workers
+    tokenizer_file: str | None  # the GPT-2 ranks (`shards.tokenizer.reference_encoder`)
+    tokenizer_sha256: str  # ... and their sha256
+    memo: dict[str, Any]  # shared by every prepare call of one plan (work several domains share)
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,16 @@ class _Component:
     def counter_names(cls, cfg: DomainConfig) -> tuple[str, ...]:
         """The counters it declares for this domain (override for keyed counters)."""
         return cls.counters
+
+    @classmethod
+    def prepare(cls, cfg: DomainConfig, ctx: PrepareContext) -> Any:
+        """Coordinator-side work at plan time, once per domain that enables it, before any
+        task: build a resource every worker shares (an index, in ``ctx.cache_dir``) and return
+        a JSON-able description of it (None: nothing), which reaches every worker and hook as
+        ``cfg.prepared[<name>]`` and enters the run's fingerprint (a resume where it differs
+        is refused, naming the difference). It must depend only on the recipe and the input
+        (never on the cache's path or the clock). A ValueError is a one-line plan error."""
+        return None
 
 
 class Step(_Component):
