@@ -15,19 +15,16 @@ its holder dies, even by kill -9, so there is no stale lock to clean up. Slices 
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import socket
-import sys
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from prep.parts import DONE_NAME, TaskRecord, check_parts, read_record
 from prep.plan import Plan, describe_differences
 from shards import atomic
+from shards.lock import DirLock, LockHeld
 
 WORK_PREFIX = ".prep-work-"
 LEGACY_TMP_PREFIX = ".prep-tmp-"  # work directories of prep before plans (named by PID)
@@ -42,42 +39,19 @@ class RunStateError(RuntimeError):
 # --------------------------------------------------------------------------- the lock
 
 
-class OutLock:
-    """An exclusive lock on OUT for the life of this object's `with` block."""
+class OutLock(DirLock):
+    """An exclusive lock on OUT for the life of this object's `with` block (`shards.lock`; a
+    refusal is a RunStateError)."""
 
     def __init__(self, out: Path) -> None:
-        self.path = out / LOCK_NAME
-        self._f: IO[str] | None = None
+        super().__init__(out / LOCK_NAME, "prep run")
 
     def __enter__(self) -> OutLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            try:
-                h = json.loads(holder)
-                who = (f"PID {h['pid']} on host {h['host']}, started "
-                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h['started']))}")
-            except (ValueError, KeyError, TypeError):
-                who = holder
-            raise RunStateError(f"another prep run is writing to {self.path.parent} ({who}); "
-                                "wait for it to finish, or choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                            "started": time.time(), "argv": sys.argv}) + "\n")
-        f.flush()
-        self._f = f
+            super().__enter__()
+        except LockHeld as e:
+            raise RunStateError(str(e)) from None
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._f is not None:
-            self._f.close()  # closing the descriptor releases the flock
-            self._f = None
 
 
 # --------------------------------------------------------------------------- work directories

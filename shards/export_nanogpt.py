@@ -31,7 +31,6 @@ every source byte is checked against the manifest on the way, as for the other f
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from shards.export_formats import ExportError, FileRecord
 from shards.format import SPLITS, TOKEN_BYTES
 from shards.reader import Dataset
 from shards.scan import documents
+from shards.weights import WeightsError, parse_domain_weights
 
 NANOGPT_FILES = {"train": "train.bin", "eval": "val.bin"}
 WHEN_EXHAUSTED = ("repeat", "stop")
@@ -60,39 +60,11 @@ ORDER = ("each domain's documents in its split's stream order; before each docum
 
 
 def parse_weights(spec: str | None, domains: list[str]) -> dict[str, float]:
-    """``"code=1,math=1,prose=2"`` -> weights summing to 1 for exactly `domains` (None or "":
-    equal). Each must be a finite number >= 0 and at least one > 0; ExportError otherwise."""
-    if not spec:
-        return {d: 1 / len(domains) for d in domains}
-    given: dict[str, float] = {}
-    for item in (x.strip() for x in spec.split(",")):
-        if not item:
-            continue
-        name, sep, value = (x.strip() for x in item.partition("="))
-        if not sep:
-            raise ExportError(f"--domain-weights: {item!r} is not NAME=WEIGHT (example: "
-                              "code=1,math=1,prose=1)")
-        if name not in domains:
-            raise ExportError(f"--domain-weights: {name!r} is not an exported domain (those are "
-                              f"{', '.join(domains)})")
-        if name in given:
-            raise ExportError(f"--domain-weights: {name!r} is given twice")
-        try:
-            w = float(value)
-        except ValueError:
-            w = math.nan
-        if not math.isfinite(w) or w < 0:
-            raise ExportError(f"--domain-weights: the weight of {name!r} must be a finite number "
-                              f">= 0, got {value!r}")
-        given[name] = w
-    missing = [d for d in domains if d not in given]
-    if missing:
-        raise ExportError(f"--domain-weights lacks {', '.join(missing)}: give every exported "
-                          "domain a weight (0 leaves it out)")
-    total = sum(given.values())
-    if total <= 0:
-        raise ExportError("--domain-weights: every weight is 0; at least one must be > 0")
-    return {d: given[d] / total for d in domains}
+    """`shards.weights.parse_domain_weights` for the exported domains (ExportError)."""
+    try:
+        return parse_domain_weights(spec, domains, "exported domain")
+    except WeightsError as e:
+        raise ExportError(str(e)) from None
 
 
 @dataclass

@@ -103,11 +103,11 @@ def test_shard_chosen_by_valid_starts(tmp_path):
 
 
 @pytest.mark.parametrize("spec, msg", [
-    ("code=1,math=1", "lacks domain(s) prose"),
-    ("code=1,math=1,prose=1,wiki=2", "unknown domain 'wiki'"),
-    ("code=1,math=x,prose=1", "is not a number"),
+    ("code=1,math=1", "lacks prose: give every domain of the dataset a weight"),
+    ("code=1,math=1,prose=1,wiki=2", "'wiki' is not a domain of the dataset"),
+    ("code=1,math=x,prose=1", "must be a finite number >= 0, got .x."),
     ("code=1,math=-1,prose=1", "must be a finite number >= 0"),
-    ("code=0,math=0,prose=0", "all weights are 0"),
+    ("code=0,math=0,prose=0", "every weight is 0"),
     ("code,math=1,prose=1", "is not NAME=WEIGHT"),
 ])
 def test_bad_domain_weights(spec, msg):

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shards import weights
+
 SAMPLER_STATE_VERSION = 1
 
 
@@ -60,44 +62,12 @@ class Batch:
 
 
 def parse_domain_weights(spec: str | None, domains: Sequence[str]) -> dict[str, float]:
-    """``"code=1,math=1,prose=2"`` -> normalised weights for exactly the dataset's `domains`.
-
-    None or "" gives every domain the same weight (equal token share). A weight of 0 leaves a
-    domain out of training (it is still evaluated).
-    """
-    if not spec:
-        return {d: 1.0 / len(domains) for d in domains}
-    out: dict[str, float] = {}
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep:
-            raise DataError(f"--domain-weights: {item!r} is not NAME=WEIGHT "
-                            "(example: code=1,math=1,prose=1)")
-        if name not in domains:
-            raise DataError(f"--domain-weights: unknown domain {name!r}; the dataset has "
-                            f"{', '.join(domains)}")
-        if name in out:
-            raise DataError(f"--domain-weights: domain {name!r} given twice")
-        try:
-            w = float(value)
-        except ValueError as e:
-            raise DataError(f"--domain-weights: weight {value!r} of {name!r} is not a number") from e
-        if not np.isfinite(w) or w < 0:
-            raise DataError(f"--domain-weights: weight of {name!r} must be a finite number >= 0, "
-                            f"got {value!r}")
-        out[name] = w
-    missing = [d for d in domains if d not in out]
-    if missing:
-        raise DataError(f"--domain-weights lacks domain(s) {', '.join(missing)}; give every "
-                        "domain a weight (0 leaves a domain out of training)")
-    total = sum(out.values())
-    if total <= 0:
-        raise DataError("--domain-weights: all weights are 0; at least one must be > 0")
-    return {d: out[d] / total for d in domains}
+    """`shards.weights.parse_domain_weights` for the dataset's domains (DataError). A weight of
+    0 leaves a domain out of training (it is still evaluated)."""
+    try:
+        return weights.parse_domain_weights(spec, domains)
+    except weights.WeightsError as e:
+        raise DataError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- token ids
