@@ -157,8 +157,8 @@ def show(report: dict[str, Any], out: Out) -> None:
     checks = report.get("checks", CHECKS)
     c = lambda e: e["contamination"]  # noqa: E731
     if "contamination" in checks:
-        out.table(f"contamination: eval vs train, exact {n}-grams of content tokens (whitespace-"
-                  "only tokens skipped, in the token figures too)", ["figure", *doms], [
+        out.table(f"contamination: eval vs train, exact {n}-grams of content tokens "
+                  "(whitespace-only tokens skipped)", ["figure", *doms], [
             row("eval documents", lambda e: f"{c(e)['eval_docs']:,}"),
             row(f"eval docs sharing a {n}-gram with own train",
                 lambda e: _pct(c(e)["own_train"]["doc_share"])),

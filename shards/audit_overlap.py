@@ -57,7 +57,7 @@ class Content:
     @classmethod
     def of(cls, piece: Piece, eot: int) -> Content:
         c = content(piece.tokens)
-        eots = np.flatnonzero(c == eot)
+        eots = piece.eots if c is piece.tokens else np.flatnonzero(c == eot)
         # EOT is content, so the piece's first len(eots) documents end at its EOTs here too; a
         # last document without EOT (a damaged stream's tail) ends with the piece
         tail = [len(c)] if piece.docs > len(eots) else []
@@ -152,7 +152,7 @@ class TrainScan:
         if not len(self.index):
             return
         c = content(piece.tokens)
-        eots = np.flatnonzero(c == self.eot)
+        eots = piece.eots if c is piece.tokens else np.flatnonzero(c == self.eot)
         for off, h in iter_window_hashes(c, self.n):
             cand = np.flatnonzero(self.index.maybe(h))
             if not len(cand):

@@ -275,3 +275,15 @@ def test_reindented_code_is_found_and_shared_indentation_is_not(tmp_path: Path) 
     assert index.match_many(docs) == [0, None, 0]
     q = "(self):\n        return self."
     assert q in STACK and q in POINT and len(gpt2().encode_ordinary(q)) == 14
+
+
+def test_the_bench_measures_spurious_hits_by_both_definitions() -> None:
+    """`python -m prep.bench.decontaminate`'s spurious-hit figure: at n = 13 the method sharing
+    only indentation and `return self.` hits on all tokens, not on content tokens; the
+    re-indented copy hits on both."""
+    from prep.bench.decontaminate import spurious
+    two = STACK.replace("\n    ", "\n  ")
+    got = spurious([encode(STACK)], [encode(POINT), encode(two), encode("clean text " * 20)])
+    assert got["all_tokens"][13] == round(2 / 3, 4)
+    assert got["content_tokens"][13] == round(1 / 3, 4)
+    assert got["content_tokens"][30] == round(1 / 3, 4) and got["all_tokens"][50] == 0.0
