@@ -15,17 +15,18 @@ line; every line must hold the text field (a string, or a list of strings indexe
 ids it writes), hashes its n-grams with `shards.ngrams` (the hashing `shards audit` uses, so the
 two agree: n consecutive content tokens, whitespace-only tokens skipped, so indentation neither
 makes a match nor hides a re-indented copy; a text with fewer than n content tokens has none,
-counted as ``texts_shorter_than_n``) and indexes them with the file as owner; each file's statistics include its sha256
-(`shards.hashing.file_sha256`). The index is saved in a cache directory (prep: the run's, at
-plan time, `prep.decontaminate_steps`), named by a fingerprint of the files' sha256, the n-gram
-length, the text fields, the hash version and the encoder, so a resumed run, a later run or a
-second process reuses it (two processes saving the same index at once keep the first);
-`BenchmarkIndex.open` memory-maps it (cheap once per worker process: the pages are shared). `match(tokens)` returns the
-index of the benchmark file a document hits -- the first in recipe order when it hits several --
-or None; `match_many(docs)` answers for a batch of documents at once, which is what a worker
-should call (measured on 2,154 stdlib paragraphs of ~133 tokens: `match` 58 us per document,
-about as much as tokenizing it, `match_many` in batches of 256: 8 us). `DecontaminationCounts`
-counts the dropped documents per file (prep itself counts with its commit hook's counters).
+counted as ``texts_shorter_than_n``) and indexes them with the file as owner; each file's
+statistics include its sha256 (`shards.hashing.file_sha256`). The index is saved in a cache
+directory (prep: the run's, at plan time, `prep.decontaminate_steps`), named by a fingerprint of
+the files' sha256, the n-gram length, the text fields, the hash version and the encoder, so a
+resumed run, a later run or a second process reuses it (two processes saving the same index at once
+keep the first); `BenchmarkIndex.open` memory-maps it (cheap once per worker process: the pages are
+shared). `match(tokens)` returns the index of the benchmark file a document hits -- the first in
+recipe order when it hits several -- or None; `match_many(docs)` answers for a batch of documents
+at once, which is what a worker should call (measured on 2,154 stdlib paragraphs of ~133 tokens:
+`match` 58 us per document, about as much as tokenizing it, `match_many` in batches of 256: 8 us).
+`DecontaminationCounts` counts the dropped documents per file (prep itself counts with its commit
+hook's counters).
 """
 
 from __future__ import annotations

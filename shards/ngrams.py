@@ -7,21 +7,21 @@ is looked up), so both hash identically: same table, same base, same n, same tok
 **Content tokens.** An n-gram is n consecutive *content* tokens of one document: the GPT-2 ids
 whose bytes are whitespace only are left out before windows are formed (`content_mask`): GPT-2
 has no token for a run of spaces, so on all tokens newline + 8 spaces + ``return self.`` would be
-a 13-gram of most Python functions (docs/prep.md has the figures). A token is whitespace-only when its bytes decode as UTF-8 to characters that all have the Unicode
-White_Space property (tab, LF, VT, FF, CR, space, U+0085, U+00A0, U+1680, U+2000-U+200A,
-U+2028, U+2029, U+202F, U+205F, U+3000; not the separators U+001C-U+001F that Python's
-``str.isspace`` adds, not zero-width characters). In GPT-2's vocabulary that is 19 ids (``\t``
+a 13-gram of most Python functions (docs/prep.md has the figures). A token is whitespace-only
+when its bytes decode as UTF-8 to characters that all have the Unicode White_Space property
+(tab, LF, VT, FF, CR, space, U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F,
+U+205F, U+3000; not the separators U+001C-U+001F that Python's ``str.isspace`` adds, not
+zero-width characters). In GPT-2's vocabulary that is 19 ids (``\t``
 ``\n`` ``\v`` ``\f`` ``\r`` ``" "`` ``"\n\n"`` and 12 tokens of no-break spaces, some with
 spaces or a newline; pinned in tests/test_ngrams.py). A token that is a fragment of a multi-byte
 whitespace character (U+3000 is two tokens) is not whitespace by itself and stays. Ids >= the
 vocabulary (a damaged shard) are never skipped, and EOT stays: it separates documents.
 
-GPT-2 attaches a space to the word after it (" return" is one token), so skipping whitespace
-tokens makes code re-indented with spaces (4 -> 8, 8 -> 2, a quoted block indented further)
-give the same n-grams: the indentation is a run of " " tokens and each line's first word keeps
-its space. Indentation by tabs (or none) leaves the first word without it ("\treturn" is
-``\t`` + ``return``), so a spaces <-> tabs conversion changes one content token per line and
-such a copy does not match; tests/test_ngrams.py shows both on real code.
+GPT-2 puts a word's leading space in the word's token (" return"), so code re-indented with
+spaces (4 -> 8, 8 -> 2, quoted deeper) has the same content tokens: the indentation is " "
+tokens. A tab (or column 0) leaves the word without it ("\treturn" is ``\t`` + ``return``): a
+spaces -> tabs copy changes the first content token of each line and matches only inside lines
+of n or more content tokens (tests/test_ngrams.py shows both on real code).
 
 **Hash.** A polynomial over per-token random words, modulo 2^64, of the content tokens c::
 
@@ -177,7 +177,7 @@ def content(tokens: np.ndarray) -> np.ndarray:
 
 def ngrams(tokens: np.ndarray, eot_id: int, n: int = NGRAM) -> tuple[np.ndarray, np.ndarray]:
     """(hashes, starts) of the n-grams of `tokens`: the windows of its content tokens that hold
-    no `eot_id`; each start is the position in `tokens` of the n-gram's first token."""
+    no `eot_id`; each start is the position in `tokens` of the n-gram's first content token."""
     tokens = np.asarray(tokens)
     where = np.flatnonzero(content_mask().take(tokens))
     c = tokens[where]

@@ -1,8 +1,8 @@
 """Benchmark decontamination through real prep runs (`prep.decontaminate_steps`): a train
 document sharing a 13-gram of content tokens with a benchmark text (whitespace-only tokens
 skipped: a quote re-flowed with newlines and indentation counts) is dropped and counted per
-benchmark file and domain; eval documents are kept (and counted); a document moved to train by near-dup
-group mode is judged in its final split; the manifest records the files' sha256, n and text
+benchmark file and domain; eval documents are kept (and counted); a document moved to train by
+near-dup group mode is judged in its final split; the manifest records the files' sha256, n and text
 fields, `shards inspect` shows the counts; the index is built once per run and reused; a resume
 after a benchmark file changed is refused, an unchanged one is byte-identical, as is any
 --workers; bad keys and files are one-line errors naming the key."""
