@@ -3,7 +3,7 @@
 Recipe keys (top level)::
 
     decontaminate = ["bench/*.jsonl", {path = "bench/gsm8k.jsonl", text_field = "question"}]
-    decontaminate_ngram = 13          # tokens per n-gram (default 13)
+    decontaminate_ngram = 13          # content tokens per n-gram (default 13)
     decontaminate_text_field = "text" # the JSON field holding each text (default "text")
 
 Each entry is a path or glob (resolved against the recipe's directory), or a table naming one
@@ -13,17 +13,20 @@ line; every line must hold the text field (a string, or a list of strings indexe
 
 `BenchmarkIndex.build` tokenizes every benchmark text with the encoder prep uses (the same GPT-2
 ids it writes), hashes its n-grams with `shards.ngrams` (the hashing `shards audit` uses, so the
-two agree) and indexes them with the file as owner; each file's statistics include its sha256
-(`shards.hashing.file_sha256`). The index is saved in a cache directory (prep: the run's, at
-plan time, `prep.decontaminate_steps`), named by a fingerprint of the files' sha256, the n-gram
-length, the text fields, the hash version and the encoder, so a resumed run, a later run or a
-second process reuses it (two processes saving the same index at once keep the first);
-`BenchmarkIndex.open` memory-maps it (cheap once per worker process: the pages are shared). `match(tokens)` returns the
-index of the benchmark file a document hits -- the first in recipe order when it hits several --
-or None; `match_many(docs)` answers for a batch of documents at once, which is what a worker
-should call (measured on 2,154 stdlib paragraphs of ~133 tokens: `match` 58 us per document,
-about as much as tokenizing it, `match_many` in batches of 256: 8 us). `DecontaminationCounts`
-counts the dropped documents per file (prep itself counts with its commit hook's counters).
+two agree: n consecutive content tokens, whitespace-only tokens skipped, so indentation neither
+makes a match nor hides a re-indented copy; a text with fewer than n content tokens has none,
+counted as ``texts_shorter_than_n``) and indexes them with the file as owner; each file's
+statistics include its sha256 (`shards.hashing.file_sha256`). The index is saved in a cache
+directory (prep: the run's, at plan time, `prep.decontaminate_steps`), named by a fingerprint of
+the files' sha256, the n-gram length, the text fields, the hash version and the encoder, so a
+resumed run, a later run or a second process reuses it (two processes saving the same index at once
+keep the first); `BenchmarkIndex.open` memory-maps it (cheap once per worker process: the pages are
+shared). `match(tokens)` returns the index of the benchmark file a document hits -- the first in
+recipe order when it hits several -- or None; `match_many(docs)` answers for a batch of documents
+at once, which is what a worker should call (measured on 2,154 stdlib paragraphs of ~133 tokens:
+`match` 58 us per document, about as much as tokenizing it, `match_many` in batches of 256: 8 us).
+`DecontaminationCounts` counts the dropped documents per file (prep itself counts with its commit
+hook's counters).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def parse_decontaminate(raw: Mapping[str, Any], *, base: Path,
     n = raw.get(NGRAM_KEY, NGRAM)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= BLOCK:
         raise DecontaminationError(f"{where}: {NGRAM_KEY} must be an integer from 1 to {BLOCK} "
-                                   f"(tokens per n-gram; default {NGRAM}), got {n!r}")
+                                   f"(content tokens per n-gram; default {NGRAM}), got {n!r}")
     default_field = raw.get(FIELD_KEY, DEFAULT_TEXT_FIELD)
     if not isinstance(default_field, str) or not default_field:
         raise DecontaminationError(f"{where}: {FIELD_KEY} must be a non-empty string (the JSON "

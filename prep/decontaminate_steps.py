@@ -5,7 +5,7 @@ Recipe keys (top level: one value for every domain; `prep.decontaminate` parses 
 them)::
 
     decontaminate = ["bench/*.jsonl", {path = "bench/gsm8k.jsonl", text_field = "question"}]
-    decontaminate_ngram = 13          # tokens per n-gram (default 13)
+    decontaminate_ngram = 13          # content tokens per n-gram (default 13)
     decontaminate_text_field = "text" # the JSON field of each benchmark text (default "text")
 
 - At plan time, in the coordinator, :meth:`Match.prepare` builds the n-gram index of every
@@ -99,8 +99,8 @@ class Match(Step):
         KEY: Option(Any, None, "benchmark files (JSON Lines; paths or globs relative to the "
                     "recipe, or tables {path, text_field}): train documents sharing an n-gram "
                     "with any of their texts are dropped", top=True),
-        NGRAM_KEY: Option(int | None, None, "tokens per decontamination n-gram (default 13)",
-                          top=True),
+        NGRAM_KEY: Option(int | None, None, "content tokens per decontamination n-gram "
+                          "(whitespace-only tokens skipped; default 13)", top=True),
         FIELD_KEY: Option(str | None, None, "the JSON field holding each benchmark text "
                           "(default \"text\")", top=True),
     }

@@ -2,11 +2,12 @@
 
 Questions answered per domain, streaming the shards (memory: O(eval tokens) plus one chunk):
 
-- contamination (shards/audit_overlap.py): how many eval documents share an n-gram (13 tokens
-  by default) with train -- the domain's own train split, and all domains' train splits -- what
-  share of eval tokens such n-grams cover, and the longest shared run. Exact: every n-gram inside
-  a document is hashed to 64 bits and looked up, none is sampled. Only the eval side is indexed;
-  train streams through in chunks.
+- contamination (shards/audit_overlap.py): how many eval documents share an n-gram (13 content
+  tokens by default: whitespace-only tokens are skipped, `shards.ngrams`) with train -- the
+  domain's own train split, and all domains' train splits -- what share of eval content tokens
+  such n-grams cover, and the longest shared run. Exact: every n-gram inside a document is hashed
+  to 64 bits and looked up, none is sampled. Only the eval side is indexed; train streams
+  through in chunks.
 - near-duplicate pairs across the split (shards/audit_neardup.py): (train document, eval
   document) pairs whose MinHash estimated Jaccard is >= the threshold prep's near-dup hook used
   (as the manifest recorded it), per eval domain with its own train and with any train, and a
@@ -39,7 +40,7 @@ from shards.audit_overlap import EvalIndex, TrainScan, overlap_figures
 from shards.audit_stream import CHUNK_TOKENS, Problems, SplitStream
 from shards.audit_text import PREFIX_CHARS, TextScan, diversity
 from shards.console import Out
-from shards.ngrams import NGRAM
+from shards.ngrams import HASH_VERSION, NGRAM
 from shards.reader import Dataset
 
 CHECKS = ("contamination", "near_dups", "diversity", "artifacts")
@@ -77,7 +78,8 @@ def audit(ds: Dataset, *, n: int = NGRAM, checks: tuple[str, ...] = CHECKS,
     near, nd = (near_duplicates(ds, problems, chunk_tokens) if "near_dups" in checks
                 else (None, None))
     clock["near_dups_eval"] = time.perf_counter() - t0
-    report: dict[str, Any] = {"root": str(ds.root), "ngram": n, "checks": list(checks),
+    report: dict[str, Any] = {"root": str(ds.root), "ngram": n, "ngram_hash": HASH_VERSION,
+                              "checks": list(checks),
                               "domains": {d: {} for d in ds.domains}, "near_duplicates": near}
     clock["train_pass"] = 0.0
     for d in ds.domains:
@@ -155,7 +157,8 @@ def show(report: dict[str, Any], out: Out) -> None:
     checks = report.get("checks", CHECKS)
     c = lambda e: e["contamination"]  # noqa: E731
     if "contamination" in checks:
-        out.table(f"contamination: eval vs train, exact {n}-grams", ["figure", *doms], [
+        out.table(f"contamination: eval vs train, exact {n}-grams of content tokens "
+                  "(whitespace-only tokens skipped)", ["figure", *doms], [
             row("eval documents", lambda e: f"{c(e)['eval_docs']:,}"),
             row(f"eval docs sharing a {n}-gram with own train",
                 lambda e: _pct(c(e)["own_train"]["doc_share"])),
@@ -240,7 +243,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checks", default=",".join(CHECKS),
                    help=f"comma-separated checks to run (default: all: {','.join(CHECKS)})")
     p.add_argument("--ngram", type=int, default=NGRAM,
-                   help=f"tokens per n-gram of the contamination check (default: {NGRAM})")
+                   help="content tokens per n-gram of the contamination check (whitespace-only "
+                   f"GPT-2 tokens are skipped; default: {NGRAM})")
     p.add_argument("--chunk-tokens", type=int, default=CHUNK_TOKENS,
                    help="tokens read (memory-mapped) at a time: memory per chunk is ~2 bytes "
                    f"per token plus a few per piece of work (default: {CHUNK_TOKENS:,})")

@@ -8,15 +8,19 @@ exact lookup of the ~0.5% that pass it. Then the eval side is read again and eve
 looked up, which gives, per eval document, the exact figures below. Memory is O(eval tokens)
 plus one chunk; time is linear in train + eval tokens.
 
-Definitions (an n-gram: n consecutive tokens inside one document, no EOT):
+Definitions. An n-gram is n consecutive content tokens inside one document, no EOT
+(`shards.ngrams`: the whitespace-only GPT-2 tokens are left out first, so indentation neither
+makes nor breaks a match). Token counts below are content tokens too, so every figure is over
+the same sequence the n-grams are windows of:
 
 - eval docs sharing an n-gram with own / any train: eval documents with at least one n-gram
   that also occurs in that domain's train split / in any domain's train split.
-- tokens covered: eval tokens (EOT excluded) inside at least one such shared n-gram.
-- longest shared run: the longest stretch of consecutive eval tokens, inside one document,
-  every n-gram of which occurs in train (r consecutive shared n-grams make a run of r + n - 1
-  tokens). It bounds the longest verbatim passage the eval text shares with train from above,
-  and equals it when that passage was copied whole.
+- tokens covered: eval content tokens (EOT excluded) inside at least one such shared n-gram;
+  the share is of all eval content tokens.
+- longest shared run: the longest stretch of consecutive eval content tokens, inside one
+  document, every n-gram of which occurs in train (r consecutive shared n-grams make a run of
+  r + n - 1 content tokens). It bounds the longest passage the eval text shares with train up
+  to whitespace from above, and equals it when that passage was copied whole.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from shards.audit_stream import Piece, Problems, SplitStream, doc_records
 from shards.format import FormatError
-from shards.ngrams import NGRAM, NgramIndex, eot_free, iter_window_hashes
+from shards.ngrams import NGRAM, NgramIndex, content, eot_free, iter_window_hashes
 from shards.reader import Dataset, Split
 
 WORST = 5  # most covered eval documents listed per domain
@@ -41,8 +45,34 @@ def _valid(tokens: np.ndarray, eot: int, off: int, count: int, n: int) -> np.nda
     return e[n:] == e[:count]
 
 
-def eval_hashes(piece: Piece, eot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes, window starts) of every n-gram in an eval piece."""
+@dataclass
+class Content:
+    """The content tokens of a piece (`shards.ngrams.content`: what n-grams are windows of):
+    tokens[bounds[k]:bounds[k+1]] is the piece's document k, EOT included."""
+
+    tokens: np.ndarray
+    bounds: np.ndarray  # int64, documents + 1 entries, as `Piece.bounds`
+    eots: np.ndarray  # int64 positions of EOT in tokens: each ends documents 0, 1, ...
+
+    @classmethod
+    def of(cls, piece: Piece, eot: int) -> Content:
+        c = content(piece.tokens)
+        eots = piece.eots if c is piece.tokens else np.flatnonzero(c == eot)
+        # EOT is content, so the piece's first len(eots) documents end at its EOTs here too; a
+        # last document without EOT (a damaged stream's tail) ends with the piece
+        tail = [len(c)] if piece.docs > len(eots) else []
+        return cls(c, np.r_[0, eots + 1, tail].astype(np.int64), eots)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Content tokens per document, EOT excluded."""
+        out = np.diff(self.bounds)
+        out[:len(self.eots)] -= 1
+        return out
+
+
+def eval_hashes(piece: Content, eot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, window starts in `piece.tokens`) of every n-gram in an eval piece."""
     hs, ss = [], []
     for off, h in iter_window_hashes(piece.tokens, n):
         ok = _valid(piece.tokens, eot, off, len(h), n)
@@ -69,7 +99,7 @@ class EvalIndex:
         fill = 0
         for sp in evals:
             for piece in _stream(sp, problems, chunk_tokens).pieces():
-                h, _ = eval_hashes(piece, ds.eot_id, n)
+                h, _ = eval_hashes(Content.of(piece, ds.eot_id), ds.eot_id, n)
                 buf[fill:fill + len(h)] = h
                 fill += len(h)
         buf.resize((fill,), refcheck=False)
@@ -121,12 +151,14 @@ class TrainScan:
     def feed(self, piece: Piece) -> None:
         if not len(self.index):
             return
-        for off, h in iter_window_hashes(piece.tokens, self.n):
+        c = content(piece.tokens)
+        eots = piece.eots if c is piece.tokens else np.flatnonzero(c == self.eot)
+        for off, h in iter_window_hashes(c, self.n):
             cand = np.flatnonzero(self.index.maybe(h))
             if not len(cand):
                 continue
             self.candidates += len(cand)
-            cand = cand[eot_free(cand + off, piece.eots, self.n)]
+            cand = cand[eot_free(cand + off, eots, self.n)]
             pos = self._find(h[cand])
             pos = pos[pos >= 0]
             self.hits += len(pos)
@@ -138,14 +170,14 @@ class Overlap:
     docs_with_overlap: int
     doc_share: float  # of eval documents
     tokens_covered: int
-    token_share: float  # of eval tokens (EOT excluded)
+    token_share: float  # of eval content tokens (EOT excluded)
     longest_run: dict[str, int] = field(default_factory=dict)  # {"tokens", "eval_doc"}
     worst: list[dict[str, Any]] = field(default_factory=list)  # most covered eval documents
 
 
-def _per_doc(piece: Piece, starts: np.ndarray, shared: np.ndarray,
+def _per_doc(piece: Content, starts: np.ndarray, shared: np.ndarray,
              n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per document of `piece`: shared n-grams, covered tokens, longest run (tokens)."""
+    """Per document of `piece`: shared n-grams, covered tokens, longest run (content tokens)."""
     size = len(piece.tokens)
     hit = starts[shared]  # distinct, increasing
     diff = np.zeros(size + n, dtype=np.int32)
@@ -158,8 +190,9 @@ def _per_doc(piece: Piece, starts: np.ndarray, shared: np.ndarray,
     b = piece.bounds
     covered_per_doc = cs[b[1:]] - cs[b[:-1]]
     doc_of_hit = np.searchsorted(b, hit, side="right") - 1
-    shared_per_doc = np.bincount(doc_of_hit, minlength=piece.docs)
-    run = np.zeros(piece.docs, dtype=np.int64)
+    docs = len(b) - 1
+    shared_per_doc = np.bincount(doc_of_hit, minlength=docs)
+    run = np.zeros(docs, dtype=np.int64)
     if len(hit):  # runs of consecutive shared window starts
         brk = np.flatnonzero(np.diff(hit) != 1)
         first = np.r_[0, brk + 1]
@@ -177,7 +210,8 @@ def overlap_figures(ev: EvalIndex, split: Split, problems: Problems,
     per: dict[str, list[list[np.ndarray]]] = {"own": [[], [], []], "all": [[], [], []]}
     lengths = []
     stream = _stream(split, problems, chunk_tokens)
-    for piece in stream.pieces():
+    for raw in stream.pieces():
+        piece = Content.of(raw, eot)
         h, starts = eval_hashes(piece, eot, n)
         pos = ev.index.find(h) if len(h) else np.zeros(0, np.int64)
         if (pos < 0).any():  # the index holds every eval n-gram; a miss means changed files
@@ -190,8 +224,7 @@ def overlap_figures(ev: EvalIndex, split: Split, problems: Problems,
         for key, shared in (("own", shared_own), ("all", shared_all)):
             for acc, arr in zip(per[key], _per_doc(piece, starts, shared, n), strict=True):
                 acc.append(arr)
-        ends_eot = np.isin(piece.bounds[1:] - 1, piece.eots)
-        lengths.append(np.diff(piece.bounds) - ends_eot)
+        lengths.append(piece.lengths)
     docs = stream.docs
     text_tokens = int(sum(int(x.sum()) for x in lengths))
     length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)

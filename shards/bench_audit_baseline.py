@@ -4,7 +4,9 @@ It indexed the train side: every train n-gram hashed (tabulation hashing, 13 tab
 domain's and all domains' sorted unique hashes held in memory (~34 bytes per train token at
 peak), each split read whole (`Split.stream()`, a copy when it has several shards) and every
 train document decoded for the artifacts. `python -m shards.bench --audit` times it beside
-`shards.audit` on the same dataset; nothing else may use it.
+`shards.audit` on the same dataset; nothing else may use it. Its n-grams follow the current
+definition (windows of content tokens, `shards.ngrams.content`: one more pass over each split)
+so that the bench can check both give the same figures.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from shards.audit_text import CONTROL, INVISIBLE, PREFIX_CHARS, SOURCE_KEYS, TOP, _show
+from shards.ngrams import content
 from shards.reader import Dataset, Split, _gpt2
 
 NGRAM = 13
@@ -57,8 +60,15 @@ class Overlap:
     worst: list[dict[str, Any]] = field(default_factory=list)
 
 
+def content_stream(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """The split's content tokens and the start of each document in them."""
+    stream = content(np.asarray(split.stream()))
+    ends = np.flatnonzero(stream == split.dataset.eot_id) + 1
+    return stream, np.r_[0, ends[:-1]].astype(np.int64)
+
+
 def overlap(eval_split: Split, train_set: np.ndarray, n: int = NGRAM) -> Overlap:
-    stream = np.asarray(eval_split.stream())
+    stream, doc_starts = content_stream(eval_split)
     eot = eval_split.dataset.eot_id
     hashes, starts = ngram_hashes(stream, eot, n)
     ndocs = eval_split.num_docs
@@ -67,13 +77,12 @@ def overlap(eval_split: Split, train_set: np.ndarray, n: int = NGRAM) -> Overlap
         return Overlap(0, 0.0, 0, 0.0)
     pos = np.minimum(np.searchsorted(train_set, hashes), len(train_set) - 1)
     hit = starts[train_set[pos] == hashes]
-    doc_starts = eval_split.doc_starts
     docs = sorted_unique(np.searchsorted(doc_starts, hit, side="right") - 1)
     diff = (np.bincount(hit, minlength=len(stream) + n)
             - np.bincount(hit + n, minlength=len(stream) + n))
     covered = np.cumsum(diff[:len(stream)]) > 0
     per_doc = np.add.reduceat(covered.astype(np.int64), doc_starts) if ndocs else np.zeros(0)
-    lengths = np.array([d.tokens - 1 for d in eval_split.documents()], dtype=np.int64)
+    lengths = np.diff(np.r_[doc_starts, len(stream)]) - 1
     frac = per_doc / np.maximum(lengths, 1)
     worst = [{"index": int(k), "covered": round(float(frac[k]), 4),
               "source": eval_split.document(int(k)).source}
@@ -87,7 +96,7 @@ def contamination(ds: Dataset) -> dict[str, dict[str, Any]]:
     train_sets = {}
     for d in ds.domains:
         if (d, "train") in ds:
-            hashes, _ = ngram_hashes(np.asarray(ds.split(d, "train").stream()), ds.eot_id)
+            hashes, _ = ngram_hashes(content_stream(ds.split(d, "train"))[0], ds.eot_id)
             train_sets[d] = sorted_unique(hashes)
     everything = sorted_unique(np.concatenate(list(train_sets.values())
                                               or [np.zeros(0, np.uint64)]))

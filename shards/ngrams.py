@@ -1,21 +1,43 @@
-"""Token n-grams as 64-bit hashes, and an index that answers "is this n-gram in the set?".
+r"""Content-token n-grams as 64-bit hashes, and an index that answers "is this n-gram in the set?".
 
 Shared by `shards audit` (the eval side's n-grams are the index, train streams against it) and
 by prep's benchmark decontamination (the benchmarks' n-grams are the index, each train document
-is looked up), so both hash identically: same table, same base, same n.
+is looked up), so both hash identically: same table, same base, same n, same tokens skipped.
 
-**Hash.** A polynomial over per-token random words, modulo 2^64::
+**Content tokens.** An n-gram is n consecutive *content* tokens of one document: the GPT-2 ids
+whose bytes are whitespace only are left out before windows are formed (`content_mask`): GPT-2
+has no token for a run of spaces, so on all tokens newline + 8 spaces + ``return self.`` would be
+a 13-gram of most Python functions (docs/prep.md has the figures). A token is whitespace-only
+when its bytes decode as UTF-8 to characters that all have the Unicode White_Space property
+(tab, LF, VT, FF, CR, space, U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F,
+U+205F, U+3000; not the separators U+001C-U+001F that Python's ``str.isspace`` adds, not
+zero-width characters). In GPT-2's vocabulary that is 19 ids (``\t``
+``\n`` ``\v`` ``\f`` ``\r`` ``" "`` ``"\n\n"`` and 12 tokens of no-break spaces, some with
+spaces or a newline; pinned in tests/test_ngrams.py). A token that is a fragment of a multi-byte
+whitespace character (U+3000 is two tokens) is not whitespace by itself and stays. Ids >= the
+vocabulary (a damaged shard) are never skipped, and EOT stays: it separates documents.
 
-    h(x[i : i+n]) = sum_j TABLE[x[i+j]] * BASE**j   (mod 2^64)
+GPT-2 puts a word's leading space in the word's token (" return"), so code re-indented with
+spaces (4 -> 8, 8 -> 2, quoted deeper) has the same content tokens: the indentation is " "
+tokens. A tab (or column 0) leaves the word without it ("\treturn" is ``\t`` + ``return``): a
+spaces -> tabs copy changes the first content token of each line and matches only inside lines
+of n or more content tokens (tests/test_ngrams.py shows both on real code).
+
+**Hash.** A polynomial over per-token random words, modulo 2^64, of the content tokens c::
+
+    h(c[i : i+n]) = sum_j TABLE[c[i+j]] * BASE**j   (mod 2^64)
 
 TABLE holds 65,536 words from splitmix64 (any uint16 id, valid or damaged, hashes), BASE is odd.
 Every window of an array is hashed with a handful of vectorised passes and no loop per token:
 with S[k] = sum_{m<k} TABLE[x[m]] * BASE**m, the window at i is (S[i+n] - S[i]) * BASE**-i (odd
 numbers are invertible modulo 2^64). Arrays are hashed in blocks of BLOCK windows, so memory
 stays a few MB whatever the input. Two different n-grams share a hash with probability ~2^-64.
+`window_hashes` hashes every window of the array it is given; `ngrams` keeps the content tokens
+(a table lookup and a compress) and hashes their windows.
 
 **Documents.** An n-gram never crosses a document boundary: a window that contains EOT is not an
-n-gram (documents end with EOT in the shards). A document shorter than n tokens has none.
+n-gram (documents end with EOT in the shards). A document with fewer than n content tokens has
+none.
 
 **Index** (`NgramIndex`): the sorted unique hashes (8 bytes each), an optional owner per hash
 (which benchmark file, which domain: the smallest owner id wins when several share a hash), a
@@ -40,13 +62,16 @@ import numpy as np
 from shards import atomic
 
 NGRAM = 13  # tokens per n-gram: the audit's and decontamination's default
-HASH_VERSION = "poly64-splitmix-v1"  # part of every saved index's identity
+HASH_VERSION = "poly64-splitmix-content-v2"  # part of every saved index's identity
+# v1 hashed windows of all tokens; v2 windows of content tokens (whitespace-only ids skipped)
 HASH_SEED = 0x6E6772616D73  # "ngrams"
 BLOCK = 1 << 16  # windows hashed per vectorised pass
 BLOOM_BITS_PER_KEY = 16
 BLOOM_PATTERNS = 4096  # precomputed 64-bit masks (a hash picks one by its low 12 bits)
 BLOOM_K = 8  # bits set in each mask
 BUCKET_KEYS = 1  # at least this many hashes per directory bucket, on average (1 to 2)
+WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+                       + "".join(map(chr, range(0x2000, 0x200B))))  # Unicode White_Space
 
 _M64 = (1 << 64) - 1
 U64 = np.uint64
@@ -121,13 +146,45 @@ def eot_free(starts: np.ndarray, eot_positions: np.ndarray, n: int) -> np.ndarra
     return (j == len(eot_positions)) | (nxt >= starts + n)
 
 
+@functools.cache
+def content_mask() -> np.ndarray:
+    """bool[65536]: False for the GPT-2 ids whose bytes are whitespace only (see the module
+    docstring), True for every other id: words, EOT, ids outside the vocabulary. Built once per
+    process from the shipped ranks; read-only."""
+    from shards.tokenizer import load_ranks
+    mask = np.ones(65536, dtype=bool)
+    mask[[t for raw, t in load_ranks().items() if is_whitespace(raw)]] = False
+    mask.flags.writeable = False
+    return mask
+
+
+def is_whitespace(raw: bytes) -> bool:
+    """Whether `raw` is non-empty UTF-8 whose characters are all Unicode White_Space."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(c in WHITESPACE for c in text)
+
+
+def content(tokens: np.ndarray) -> np.ndarray:
+    """The content tokens of `tokens` (whitespace-only ids left out, EOT kept): a new array, or
+    `tokens` itself when it has no whitespace-only token (do not write to it)."""
+    tokens = np.asarray(tokens)
+    keep = content_mask().take(tokens)  # take and compress: ~2x faster than [] indexing
+    return tokens if keep.all() else np.compress(keep, tokens)
+
+
 def ngrams(tokens: np.ndarray, eot_id: int, n: int = NGRAM) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes, starts) of the n-grams of `tokens`: the windows that hold no `eot_id`."""
-    h = window_hashes(tokens, n)
+    """(hashes, starts) of the n-grams of `tokens`: the windows of its content tokens that hold
+    no `eot_id`; each start is the position in `tokens` of the n-gram's first content token."""
+    tokens = np.asarray(tokens)
+    where = np.flatnonzero(content_mask().take(tokens))
+    c = tokens[where]
+    h = window_hashes(c, n)
     starts = np.arange(len(h), dtype=np.int64)
-    eots = np.flatnonzero(np.asarray(tokens) == eot_id)
-    keep = eot_free(starts, eots, n)
-    return h[keep], starts[keep]
+    keep = eot_free(starts, np.flatnonzero(c == eot_id), n)
+    return h[keep], where[starts[keep]]
 
 
 # --------------------------------------------------------------------------- the index

@@ -58,6 +58,17 @@ def load_gpt2(ranks_file: str | Path | None = None) -> tiktoken.Encoding:
     The shipped file is checked against its pinned sha256; a file given by the user is checked
     to hold GPT-2's 50,256 ranks, and its own sha256 goes into the manifest.
     """
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=r50k_pat_str,
+        mergeable_ranks=load_ranks(ranks_file),
+        special_tokens={EOT_TOKEN: EOT_ID},
+    )
+
+
+def load_ranks(ranks_file: str | Path | None = None) -> dict[bytes, int]:
+    """The GPT-2 ranks (token bytes -> id) `load_gpt2` builds its encoding from, checked as it
+    says; without an encoder (for a table over the vocabulary, e.g. `shards.ngrams`)."""
     path = Path(ranks_file) if ranks_file is not None else GPT2_RANKS_PATH
     if not path.is_file():
         raise TokenizerError(f"{path}: tokenizer ranks file not found (--tokenizer-file)")
@@ -72,12 +83,7 @@ def load_gpt2(ranks_file: str | Path | None = None) -> tiktoken.Encoding:
         raise TokenizerError(f"{path}: not a tiktoken ranks file ({e})") from e
     if len(ranks) != GPT2_RANKS:
         raise TokenizerError(f"{path}: holds {len(ranks)} ranks, GPT-2 has {GPT2_RANKS}")
-    return tiktoken.Encoding(
-        name="gpt2",
-        pat_str=r50k_pat_str,
-        mergeable_ranks=ranks,
-        special_tokens={EOT_TOKEN: EOT_ID},
-    )
+    return ranks
 
 
 def tokenizer_record(ranks_file: str | Path | None = None) -> TokenizerRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,30 @@ def words(rng: np.random.Generator, vocab: list[str], n: int) -> list[str]:
 
 def text(ws: list[str]) -> str:
     return "Start" + "".join(" " + w for w in ws)
+
+
+# Between words: whitespace-only tokens (skipped by the n-grams) before the word's own " word"
+# token, and two that look like whitespace but are content: "\x1c" (no Unicode White_Space) and
+# U+3000 (two tokens, each a fragment of the character).
+BLANK = [" "] * 6 + ["\n ", "  ", "\n\n    ", "\t ", "\xa0 ", "\r\n "]
+SEPS = BLANK + ["\x1c ", "\u3000 "]
+
+
+def seps(rng: np.random.Generator, k: int) -> list[str]:
+    return [SEPS[i] for i in rng.integers(0, len(SEPS), k)]
+
+
+def respace(rng: np.random.Generator, ss: list[str]) -> list[str]:
+    """`ss` with every whitespace-only separator drawn anew (the content stays the same)."""
+    return [BLANK[rng.integers(0, len(BLANK))] if s in BLANK else s for s in ss]
+
+
+def spaced(rng: np.random.Generator, ws: list[str], ss: list[str] | None = None) -> str:
+    """`text(ws)` with separators `ss` (random ones by default) between the words, and now and
+    then whitespace at the end."""
+    ss = seps(rng, len(ws)) if ss is None else ss
+    return "Start" + "".join(s + w for s, w in zip(ss, ws, strict=True)) + \
+        ("\n" if rng.random() < 0.3 else "")
 
 
 def test_words_are_single_tokens() -> None:
@@ -157,26 +182,42 @@ def test_cli_table_and_json(planted: tuple[Path, list[str]],
 # --------------------------------------------------------------------------- brute force
 
 
-def _docs(sp: shards.reader.Split) -> list[list[int]]:
-    """The split's documents as token lists, EOT stripped (small data only)."""
+@functools.cache
+def is_content(t: int) -> bool:
+    """Not a whitespace-only token, decided one id at a time in plain Python: its bytes are
+    UTF-8 whose characters are all whitespace (str.isspace, less the separators U+001C-U+001F,
+    which are not Unicode White_Space). Ids outside the vocabulary are content."""
+    if t >= EOT_ID:
+        return True
+    try:
+        s = gpt2().decode_single_token_bytes(t).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return not (s.isspace() and not any("\x1c" <= c <= "\x1f" for c in s))
+
+
+def _docs(sp: shards.reader.Split, raw: bool = False) -> list[list[int]]:
+    """The split's documents as lists of content tokens (`raw`: of all tokens), EOT stripped
+    (small data only)."""
     out, cur = [], []
     for t in sp.stream().tolist():
         if t == EOT_ID:
             out.append(cur)
             cur = []
-        else:
+        elif raw or is_content(t):
             cur.append(t)
     return out
 
 
-def reference(ds: shards.reader.Dataset, n: int) -> dict[str, dict]:
-    """Contamination by pure Python sets of n-gram tuples: the definition, slowly."""
-    grams = {d: {tuple(doc[i:i + n]) for doc in _docs(ds.split(d, "train"))
+def reference(ds: shards.reader.Dataset, n: int, raw: bool = False) -> dict[str, dict]:
+    """Contamination by pure Python sets of n-gram tuples of content tokens: the definition,
+    slowly (`raw`: of all tokens, the definition before whitespace-only tokens were skipped)."""
+    grams = {d: {tuple(doc[i:i + n]) for doc in _docs(ds.split(d, "train"), raw)
                  for i in range(len(doc) - n + 1)} for d in ds.domains if (d, "train") in ds}
     anyg = set().union(*grams.values())
     out = {}
     for d in ds.domains:
-        docs = _docs(ds.split(d, "eval"))
+        docs = _docs(ds.split(d, "eval"), raw)
         res = {}
         for key, g in (("own_train", grams.get(d, set())), ("all_train", anyg)):
             hit_docs = covered_total = 0
@@ -209,17 +250,23 @@ def reference(ds: shards.reader.Dataset, n: int) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def tangled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three domains over tiny vocabularies, so n-grams repeat everywhere: documents of 0 to 60
-    words (many shorter than n), shards of 32 tokens (documents span shards), and eval
-    documents that splice the end of one train document to the start of the next."""
+    words (many shorter than n) with random whitespace between them (`spaced`: the raw token
+    stream is not the content stream), documents of whitespace only, shards of 32 tokens
+    (documents span shards), and eval documents that splice the end of one train document to
+    the start of the next."""
     rng = np.random.default_rng(7)
     vocab = {"code": TRAIN_WORDS[:3], "math": TRAIN_WORDS[2:5], "prose": EVAL_WORDS[:4]}
     data = {}
     for d, v in vocab.items():
         train = [words(rng, v, int(rng.integers(0, 60))) for _ in range(25)]
+        tseps = [seps(rng, len(w)) for w in train]
         ev = [words(rng, v + TRAIN_WORDS[:2], int(rng.integers(0, 40))) for _ in range(12)]
         ev.append(train[3][-6:] + ["Start"] + train[4][:6])  # across train's EOT: no match
-        ev.append(train[10][5:25])  # a verbatim 20-token passage
-        data[d] = {"train": [text(w) for w in train], "eval": [text(w) for w in ev]}
+        evs = [spaced(rng, w) for w in ev]
+        # a 20-word passage, its whitespace drawn anew: the same content tokens, a match
+        evs.append(spaced(rng, train[10][5:25], respace(rng, tseps[10][5:25])))
+        data[d] = {"train": [spaced(rng, w, s) for w, s in zip(train, tseps, strict=True)]
+                   + [" \n\n  "], "eval": evs + ["\n\t \n"]}
     return make_dataset(tmp_path_factory.mktemp("t"), data, shard_tokens=32, block_size=16)
 
 
@@ -244,6 +291,11 @@ def test_contamination_equals_brute_force(tangled: Path, n: int, cache: int,
     if n == 13:
         assert code["docs_with_overlap"] < ds.split("code", "eval").num_docs
         assert 0 < code["token_share"] < 1
+        # the whitespace matters: on all tokens the figures differ (the re-spaced passage
+        # shares no 20-token run with train there)
+        raw = reference(ds, n, raw=True)
+        assert raw["code"]["own_train"]["longest_run"]["tokens"] < 20
+        assert all(raw[d] != want[d] for d in ds.domains)
 
 
 def test_spliced_train_documents_do_not_match(tmp_path: Path) -> None:
@@ -257,6 +309,33 @@ def test_spliced_train_documents_do_not_match(tmp_path: Path) -> None:
                  " ".join(a[-12:]) + " Start"]}})  # 12 + 1: the EOT would be the 13th
     own = audit(shards.open(root))["domains"]["code"]["contamination"]["own_train"]
     assert own["docs_with_overlap"] == 0 and own["longest_run"]["tokens"] == 0
+
+
+STACK = '''class Stack:
+    """A last-in, first-out stack of items."""
+
+    def __init__(self):
+        self.items = []
+
+    def peek(self):
+        return self.items[-1]
+'''
+
+
+def test_reindented_code_is_contamination_shared_indentation_is_not(tmp_path: Path) -> None:
+    """Eval holds a train class re-indented (4 -> 8 spaces, tabs nowhere): every content token
+    of it is covered, the run is the whole document; a different class sharing only `(self):`,
+    a newline, 8 spaces and `return self.` (a 13-gram of all tokens) shares nothing."""
+    point = "class Point:\n    def norm(self):\n        return self.x * self.x + self.y * self.y\n"
+    copy = STACK.replace("\n    ", "\n        ")
+    root = make_dataset(tmp_path, {"code": {"train": [STACK, "x = 1\n"], "eval": [copy, point]}})
+    own = audit(shards.open(root))["domains"]["code"]["contamination"]["own_train"]
+    size = sum(map(is_content, gpt2().encode_ordinary(copy)))
+    assert size < len(gpt2().encode_ordinary(copy)) - 10
+    assert own["docs_with_overlap"] == 1 and own["tokens_covered"] == size
+    assert own["longest_run"] == {"tokens": size, "eval_doc": 0}
+    assert own["worst"] == [{"index": 0, "covered": 1.0, "source": {"index": 0}}]
+    assert own["token_share"] == size / (size + sum(map(is_content, gpt2().encode_ordinary(point))))
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 13, 31, 64, 1 << 22])
@@ -273,7 +352,7 @@ def test_train_is_never_loaded_whole(tangled: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(shards.reader.Split, "stream", refuse)
     monkeypatch.setattr(shards.reader.Split, "documents", refuse)
     report = audit(shards.open(tangled), chunk_tokens=16)
-    assert report["domains"]["code"]["contamination"]["eval_docs"] == 14
+    assert report["domains"]["code"]["contamination"]["eval_docs"] == 15
 
 
 # --------------------------------------------------------------------------- text checks

@@ -95,8 +95,8 @@ def test_parse_resolves_entries_in_order(bench: Path) -> None:
     ({"decontaminate": ["bench/gsm8k.jsonl", "nope/*.jsonl"]},
      "recipe.toml: decontaminate[1]: 'nope/*.jsonl' matches no file"),
     ({"decontaminate": ["bench/gsm8k.jsonl"], "decontaminate_ngram": 0},
-     f"recipe.toml: decontaminate_ngram must be an integer from 1 to {BLOCK} (tokens per n-gram; "
-     "default 13), got 0"),
+     f"recipe.toml: decontaminate_ngram must be an integer from 1 to {BLOCK} (content tokens per "
+     "n-gram; default 13), got 0"),
     ({"decontaminate": ["bench/gsm8k.jsonl"], "decontaminate_ngram": -3}, "got -3"),
     ({"decontaminate": ["bench/gsm8k.jsonl"], "decontaminate_ngram": True}, "got True"),
     ({"decontaminate": ["bench/gsm8k.jsonl"], "decontaminate_ngram": "13"}, "got '13'"),
@@ -244,3 +244,46 @@ def test_match_many_equals_match(bench: Path) -> None:
     assert want == [None, 0, 0, None, None, 0, None, 1]
     assert index.match_many(docs) == want
     assert index.match_many([]) == []
+
+
+STACK = '''class Stack:
+    """A last-in, first-out stack of items."""
+
+    def __init__(self):
+        self.items = []
+
+    def peek(self):
+        return self.items[-1]
+'''
+POINT = '''class Point:
+    def norm(self):
+        return self.x * self.x + self.y * self.y
+'''
+
+
+def test_reindented_code_is_found_and_shared_indentation_is_not(tmp_path: Path) -> None:
+    """n-grams of content tokens: a benchmark function re-indented (4 -> 2 spaces) inside a
+    train file is found; a different method sharing only `(self):`, the newline, 8 spaces of
+    indentation and `return self.` (14 tokens: a 13-gram of all tokens) is not."""
+    write_jsonl(tmp_path / "code.jsonl", [{"text": STACK}])
+    index = BenchmarkIndex.build([BenchmarkFile(str(tmp_path / "code.jsonl"))], encode=encode)
+    two = "\n".join(line[(len(line) - len(line.lstrip(" "))) // 2:] for line in STACK.split("\n"))
+    assert two != STACK and "\n  def peek" in two
+    docs = [encode(f"import sys\n\n\n{two}\n\nprint(Stack())\n"), encode(POINT),
+            encode(STACK.replace("\n    ", "\n        ") + "\n")]
+    assert [index.match(d) for d in docs] == [0, None, 0]
+    assert index.match_many(docs) == [0, None, 0]
+    q = "(self):\n        return self."
+    assert q in STACK and q in POINT and len(gpt2().encode_ordinary(q)) == 14
+
+
+def test_the_bench_measures_spurious_hits_by_both_definitions() -> None:
+    """`python -m prep.bench.decontaminate`'s spurious-hit figure: at n = 13 the method sharing
+    only indentation and `return self.` hits on all tokens, not on content tokens; the
+    re-indented copy hits on both."""
+    from prep.bench.decontaminate import spurious
+    two = STACK.replace("\n    ", "\n  ")
+    got = spurious([encode(STACK)], [encode(POINT), encode(two), encode("clean text " * 20)])
+    assert got["all_tokens"][13] == round(2 / 3, 4)
+    assert got["content_tokens"][13] == round(1 / 3, 4)
+    assert got["content_tokens"][30] == round(1 / 3, 4) and got["all_tokens"][50] == 0.0

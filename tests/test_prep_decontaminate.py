@@ -1,7 +1,8 @@
 """Benchmark decontamination through real prep runs (`prep.decontaminate_steps`): a train
-document sharing a 13-token n-gram with a benchmark text is dropped and counted per benchmark
-file and domain; eval documents are kept (and counted); a document moved to train by near-dup
-group mode is judged in its final split; the manifest records the files' sha256, n and text
+document sharing a 13-gram of content tokens with a benchmark text (whitespace-only tokens
+skipped: a quote re-flowed with newlines and indentation counts) is dropped and counted per
+benchmark file and domain; eval documents are kept (and counted); a document moved to train by
+near-dup group mode is judged in its final split; the manifest records the files' sha256, n and text
 fields, `shards inspect` shows the counts; the index is built once per run and reused; a resume
 after a benchmark file changed is refused, an unchanged one is byte-identical, as is any
 --workers; bad keys and files are one-line errors naming the key."""
@@ -78,6 +79,8 @@ def build(root: Path, top: str = TOP) -> tuple[Path, dict]:
         domain, bench = ("alpha", "beta")[i % 2], (GSM, HUMAN)[i % 3 == 0]
         quote = QUESTIONS[i % 4] if bench == GSM else CODE[(i // 3) % 3]
         owner = GSM if quote in QUESTIONS else HUMAN
+        if i % 4 == 1:  # re-flowed: the same content tokens (n-grams skip whitespace tokens)
+            quote = quote.replace(" ", "\n    ")
         text = f"{random_doc(rng, 20, 40)} {quote} {random_doc(rng, 20, 40)}"
         files[f"{domain}{i % (4 if domain == 'alpha' else 2)}"].append(text)
         want[domain][owner if split_of(text) == "train" else "eval"] += 1
@@ -143,7 +146,7 @@ def test_a_benchmark_ngram_drops_a_train_document_counted_per_file(corpus, strai
     assert m["domains"]["beta"]["counts"]["docs_near_dup_moved"] == 1
     # the parameters: n, hash, each file with its sha256 and text field, in recipe order
     p = m["hooks"]["decontaminate"]["params"]
-    assert p["ngram"] == 13 and p["hash"] == "poly64-splitmix-v1"
+    assert p["ngram"] == 13 and p["hash"] == "poly64-splitmix-content-v2"
     root = recipe.parent
     assert [(f["file"], f["text_field"], f["sha256"], f["texts"]) for f in p["files"]] == [
         (name, field, hashlib.sha256((root / name).read_bytes()).hexdigest(), n)

@@ -10,7 +10,11 @@ finds hits, as on contaminated data). Figures, CPU time of this process, rounds 
 - the worker step, per document: `match_many` in batches of 256 (what `decontaminate_match`
   does), `match` one by one, against tokenizing the same documents with tiktoken (the
   ``tokenize`` step's reference encoder) measured in the same run: the ratio is the figure
-  that carries to other machines.
+  that carries to other machines;
+- spurious hits: the share of the train paragraphs that quote no benchmark paragraph but share
+  an n-gram with one anyway (code idioms, indentation), at n = 13, 20, 30 and 50, for n-grams of
+  content tokens (`shards.ngrams`, whitespace-only tokens skipped) and of all tokens (the
+  definition before ``poly64-splitmix-content-v2``), so the two can be compared in one run.
 """
 
 from __future__ import annotations
@@ -24,10 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prep.bench.inputs import stdlib_documents
 from prep.decontaminate import BenchmarkFile, BenchmarkIndex
 from prep.decontaminate_steps import BATCH_DOCS
-from shards.tokenizer import reference_encoder
+from shards.ngrams import NgramIndex, eot_free, ngrams, window_hashes
+from shards.tokenizer import EOT_ID, reference_encoder
+
+SPURIOUS_N = (13, 20, 30, 50)
 
 
 def paragraphs(limit: int) -> list[str]:
@@ -37,6 +46,36 @@ def paragraphs(limit: int) -> list[str]:
         if len(out) >= limit:
             break
     return out[:limit]
+
+
+def all_token_ngrams(tokens: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, starts) of the windows of all tokens holding no EOT: the n-grams before
+    whitespace-only tokens were skipped."""
+    h = window_hashes(tokens, n)
+    starts = np.arange(len(h), dtype=np.int64)
+    keep = eot_free(starts, np.flatnonzero(tokens == EOT_ID), n)
+    return h[keep], starts[keep]
+
+
+def spurious(bench: list[np.ndarray], train: list[np.ndarray]) -> dict[str, dict[int, float]]:
+    """Share of `train` documents (EOT-ended ids) sharing an n-gram with any of `bench`, per
+    definition and n."""
+    stream = np.concatenate(train)
+    starts = np.r_[0, np.cumsum([len(t) for t in train])[:-1]]
+    joined = np.concatenate(bench)
+    out: dict[str, dict[int, float]] = {}
+    for label, fn in (("all_tokens", all_token_ngrams), ("content_tokens", _content_ngrams)):
+        out[label] = {}
+        for n in SPURIOUS_N:
+            index = NgramIndex.build(fn(joined, n)[0], n)
+            h, pos = fn(stream, n)
+            hit = np.unique(np.searchsorted(starts, pos[index.contains(h)], side="right") - 1)
+            out[label][n] = round(len(hit) / len(train), 4)
+    return out
+
+
+def _content_ngrams(tokens: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return ngrams(tokens, EOT_ID, n)
 
 
 def measure(docs: int = 40_000, rounds: int = 3) -> dict[str, Any]:
@@ -62,6 +101,9 @@ def measure(docs: int = 40_000, rounds: int = 3) -> dict[str, Any]:
         bench_tokens = sum(len(enc.encode_ordinary(t)) for t in bench)
         tokens = [enc.encode_document(t) for t in train]
         n_tok = sum(len(t) for t in tokens)
+        unplanted = [t for i, t in enumerate(tokens) if i % 10]
+        out["spurious_hit_share"] = spurious([enc.encode_document(t) for t in bench], unplanted)
+        out["spurious_over_docs"] = len(unplanted)
         rows = []
         for _ in range(rounds):
             row = {}
