@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a smaller set, one round, no prep runs")
     p.add_argument("--reps", type=int, default=5, help="prep runs per encoder and setting")
     p.add_argument("--prep-mb", type=float, default=40.0, help="MB of real code prep runs on")
+    p.add_argument("--prep-workers", type=int, default=1, help="--workers of those prep runs")
     p.add_argument("--no-datasketch", action="store_true", help="skip the datasketch oracle")
     args = p.parse_args(argv)
     out = Out()
@@ -215,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     out.table("commit memory", ["figure", "value"], list(fig["commit_memory"].items()))
     if not args.quick:
         with tempfile.TemporaryDirectory() as tmp:
-            fig["prep"] = neardup_speed.prep_end_to_end(Path(tmp), args.reps, mb=args.prep_mb)
-        out.line(f"prep on {fig['prep']['input_mb']} MB of real code, --workers 1, medians of "
+            fig["prep"] = neardup_speed.prep_end_to_end(Path(tmp), args.reps, args.prep_workers,
+                                                        mb=args.prep_mb)
+        out.line(f"prep on {fig['prep']['input_mb']} MB of real code, --workers "
+                 f"{args.prep_workers}, medians of "
                  f"{args.reps} runs each, alternated:")
         for enc in ("tiktoken", "gigatoken"):
             out.line(f"prep end to end ({enc}): " + ", ".join(

@@ -35,38 +35,6 @@ from shards.minhash import DEFAULT_PARAMS, batches, signatures
 
 SIGN_BATCH = 256 << 10  # as prep.neardup.BATCH_BYTES
 
-# A child that runs prep with the chosen encoder: gigatoken is built in each process on first
-# use (after the local executor's fork), tiktoken decodes (the commit's example texts).
-_CHILD = r"""
-import sys, functools
-import numpy as np
-import prep.plan, prep.steps.builtin, prep.task
-from shards.tokenizer import load_gpt2, GPT2_RANKS_PATH
-
-class Giga:
-    def __init__(self):
-        self.tik = load_gpt2()
-
-    @functools.cached_property
-    def g(self):
-        import gigatoken
-        return gigatoken.Tokenizer.from_tiktoken(str(GPT2_RANKS_PATH), pretokenizer="gpt2",
-                                                 special_tokens=None).as_tiktoken()
-
-    def encode_to_numpy(self, text, **kw):
-        return np.asarray(self.g.encode_ordinary(text), dtype=np.uint32)
-
-    def __getattr__(self, name):
-        return getattr(self.tik, name)
-
-if sys.argv[1] == "gigatoken":
-    enc = functools.lru_cache(maxsize=4)(lambda f=None: Giga())
-    prep.steps.builtin.encoding = prep.task.encoding = prep.plan.encoding = enc
-from prep.__main__ import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 def _gigatoken() -> Any:
     import gigatoken
 
@@ -145,9 +113,10 @@ def prep_end_to_end(folder: Path, reps: int = 5, workers: int = 1, mb: float = 4
                 dest = folder / f"out-{enc}-{near}-{rep}"
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                r = subprocess.run([sys.executable, "-c", _CHILD, enc, "--recipe",
+                r = subprocess.run([sys.executable, "-m", "prep", "--recipe",
                                     str(recipes[near]), "--out", str(dest), "--workers",
-                                    str(workers), "--min-eval-docs", "1", "--quiet"],
+                                    str(workers), "--min-eval-docs", "1", "--quiet",
+                                    "--tokenizer-backend", enc],
                                    env=env, capture_output=True, text=True)
                 wall = time.perf_counter() - t0
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
