@@ -62,8 +62,13 @@ def work_dirs(out: Path) -> list[Path]:
 
 
 def finished_count(work: Path) -> int:
+    """Finished tasks, as `WorkDir.finished` counts them: a task killed between its record and
+    its rename leaves a record in its ``.<id>.tmp-*`` directory, which is not a finished task."""
     tasks = work / "tasks"
-    return sum(1 for p in tasks.iterdir() if (p / DONE_NAME).is_file()) if tasks.is_dir() else 0
+    if not tasks.is_dir():
+        return 0
+    return sum(1 for p in tasks.iterdir()
+               if not p.name.startswith(".") and (p / DONE_NAME).is_file())
 
 
 def _plan_state(work: Path) -> dict[str, Any]:
