@@ -41,7 +41,7 @@ import numpy as np
 import shards
 from shards import atomic
 from shards.audit import audit
-from shards.bench_audit import bench_audit, bench_index
+from shards.bench_audit import PEAK_RSS, bench_audit, bench_index
 from shards.check import STAMP_NAME
 from shards.console import Out
 from shards.export import ExportConfig, export
@@ -155,18 +155,10 @@ def plain_copy(paths: list[Path], dest: Path) -> tuple[int, float]:
     return total, time.perf_counter() - t0
 
 
-_PEAK_RSS = ("import atexit, runpy, sys\n"
-             "def peak():\n"
-             "    status = open('/proc/self/status').read()\n"
-             "    print('VmHWM', status.split('VmHWM:')[1].split()[0], file=sys.stderr)\n"
-             "atexit.register(peak)\n"
-             "sys.argv = sys.argv[1:]\n"
-             "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
-
 
 def _peak_rss_mb(module: str, *args: str) -> float:
     """Peak resident memory (VmHWM, of this process image alone) of `python -m module args`."""
-    r = subprocess.run([sys.executable, "-c", _PEAK_RSS, module, *args], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", PEAK_RSS, module, *args], capture_output=True,
                        text=True, cwd=os.getcwd())
     lines = [x for x in r.stderr.splitlines() if x.startswith("VmHWM ")]
     if r.returncode or not lines:

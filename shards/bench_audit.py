@@ -30,13 +30,13 @@ import numpy as np
 import shards
 from shards.console import Out
 
-_PEAK = ("import atexit, runpy, sys\n"
-         "def peak():\n"
-         "    status = open('/proc/self/status').read()\n"
-         "    print('VmHWM', status.split('VmHWM:')[1].split()[0], file=sys.stderr)\n"
-         "atexit.register(peak)\n"
-         "sys.argv = sys.argv[1:]\n"
-         "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+PEAK_RSS = ("import atexit, runpy, sys\n"  # runs `python -m <argv[1]>`, then prints its VmHWM
+            "def peak():\n"
+            "    status = open('/proc/self/status').read()\n"
+            "    print('VmHWM', status.split('VmHWM:')[1].split()[0], file=sys.stderr)\n"
+            "atexit.register(peak)\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
 ALL = "contamination,diversity,artifacts"  # the checks the audit before had
 NEAR = "near_dups"
 
@@ -65,7 +65,7 @@ def child(which: str, root: str, checks: str) -> int:
 
 def _spawn(which: str, root: Path, checks: str) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", _PEAK, "shards.bench_audit", "--child", which,
+    r = subprocess.run([sys.executable, "-c", PEAK_RSS, "shards.bench_audit", "--child", which,
                         str(root), checks], capture_output=True, text=True, env=env)
     peak = [x for x in r.stderr.splitlines() if x.startswith("VmHWM ")]
     if r.returncode or not peak:
