@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from shards_fixture import domain_docs, make_dataset
+from train_fixture import poison_from
 
 import shards
 from shards.format import Manifest
@@ -155,18 +156,7 @@ def test_dense_has_no_router(data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
-    calls = {"n": 0}
-    forward = GPT.forward
-
-    def poisoned(self, *a, **k):
-        out = forward(self, *a, **k)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] >= 4:  # the 4th optimizer step (1 micro-batch per step)
-                out.lm_loss = out.lm_loss * float("nan")
-        return out
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    poison_from(monkeypatch, 4)  # the 4th optimizer step (1 micro-batch per step)
     out = tmp_path / "nan"
     assert train(data, out, "--max-steps", "6", "--eval-every", "2",
                  "--eval-max-blocks", "2") == EXIT_NONFINITE

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shards_fixture import domain_docs, make_dataset
+from train_fixture import poison_from
 
 from train import moe
 from train.checkpoint import load_checkpoint
 from train.loop import EXIT_NONFINITE, Loop
-from train.model import GPT
 from train.preempt import EXIT_PREEMPTED, TEST_HOOK_ENV
 from train.syncs import SyncCounter
 
@@ -108,22 +108,6 @@ def test_sigterm_is_acted_on_at_once_in_one_process(data, tmp_path, monkeypatch)
     monkeypatch.delenv(TEST_HOOK_ENV)
     assert train(data, out, *common, "--resume") == 0
     assert records(tmp_path / "straight", "train", "eval") == records(out, "train", "eval")
-
-
-def poison_from(monkeypatch, forward_call: int) -> None:
-    """Every training forward from the `forward_call`-th on returns a NaN LM loss."""
-    calls = {"n": 0}
-    forward = GPT.forward
-
-    def poisoned(self, *a, **k):
-        out = forward(self, *a, **k)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] >= forward_call:
-                out.lm_loss = out.lm_loss * float("nan")
-        return out
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
 
 
 def test_nonfinite_loss_found_at_a_later_read_stops_at_its_step(data, tmp_path, monkeypatch):
